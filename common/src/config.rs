@@ -1,0 +1,260 @@
+//! The pipeline's single configuration file (`adlog.toml`), with env overrides.
+//!
+//! Precedence: built-in defaults (pointing at the local dev stack) < the TOML
+//! file < environment variables `ADLOG_<SECTION>__<KEY>` (for example
+//! `ADLOG_KAFKA__BROKERS=10.0.0.1:9092`). Unknown keys are errors that name the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything any binary needs. Each section has defaults for the local stack.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub redis: RedisConfig,
+    pub loadgen: LoadgenConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Consumer group of the ingest workers / joiner workers.
+    pub ingest_group: String,
+    pub joiner_group: String,
+    /// Kept short by default so that group joins are quick with tansu; Apache
+    /// Kafka users typically raise it to 10–45 s.
+    pub session_timeout_ms: u32,
+    pub heartbeat_interval_ms: u32,
+    /// Partitions given to topics the pipeline creates itself.
+    pub partitions: i32,
+    /// Passed verbatim to librdkafka (TLS, SASL, tuning): e.g.
+    /// `"security.protocol" = "SASL_SSL"`, `"sasl.mechanisms" = "SCRAM-SHA-512"`.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            ingest_group: "adlog-ingest".into(),
+            joiner_group: "adlog-joiner".into(),
+            session_timeout_ms: 6000,
+            heartbeat_interval_ms: 500,
+            partitions: 4,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Topic names, and which log type each input topic carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub request: String,
+    pub exposure: String,
+    pub interaction: String,
+    pub joined: String,
+    pub dead_letter: String,
+    pub unmatched: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            request: "request".into(),
+            exposure: "exposure".into(),
+            interaction: "interaction".into(),
+            joined: "joined".into(),
+            dead_letter: "dead_letter".into(),
+            unmatched: "unmatched".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// The topic carrying each log type (before `fields.log_type` overrides).
+    pub fn topic_for(&self, t: schemas::LogType) -> &str {
+        match t {
+            schemas::LogType::Request => &self.request,
+            schemas::LogType::Exposure => &self.exposure,
+            schemas::LogType::Interaction => &self.interaction,
+            schemas::LogType::Joined => &self.joined,
+        }
+    }
+
+    /// The log type a topic carries, if it is one of the input topics.
+    pub fn log_type_of(&self, topic: &str) -> Option<schemas::LogType> {
+        schemas::LogType::ALL
+            .into_iter()
+            .find(|t| self.topic_for(*t) == topic)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    /// Prefer `password_file` or `ADLOG_CLICKHOUSE__PASSWORD`; never logged.
+    pub password: String,
+    pub password_file: Option<String>,
+    /// Cluster name for `ON CLUSTER` DDL and Replicated/Distributed tables; empty = single server.
+    pub cluster: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "adlog".into(),
+            user: "default".into(),
+            password: String::new(),
+            password_file: None,
+            cluster: String::new(),
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// The password from `password_file` if set, else `password`.
+    pub fn resolved_password(&self) -> anyhow::Result<String> {
+        match &self.password_file {
+            Some(p) => Ok(std::fs::read_to_string(p)
+                .with_context(|| format!("reading clickhouse.password_file {p}"))?
+                .trim_end()
+                .to_string()),
+            None => Ok(self.password.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// One URL for a single node; several (comma-separated) seed nodes with `cluster = true`.
+    pub url: String,
+    pub cluster: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            cluster: false,
+        }
+    }
+}
+
+/// Defaults for the load generator (each is also a CLI flag).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadgenConfig {
+    pub seed: u64,
+    /// Total events (request lines + exposures + interactions, bad lines included).
+    pub count: u64,
+    /// Events per second; 0 = as fast as possible.
+    pub rate: u64,
+    /// Share of lines that are malformed (0.0–1.0).
+    pub bad_ratio: f64,
+    /// Share of interactions sent before their exposure.
+    pub out_of_order_ratio: f64,
+    /// Share of lines sent as the bare line (Filebeat `codec.format`) instead of the JSON envelope.
+    pub bare_ratio: f64,
+}
+
+impl Default for LoadgenConfig {
+    fn default() -> Self {
+        LoadgenConfig {
+            seed: 42,
+            count: 100_000,
+            rate: 0,
+            bad_ratio: 0.01,
+            out_of_order_ratio: 0.05,
+            bare_ratio: 0.1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info` or `ingest=debug,info`.
+    pub level: String,
+    /// `json` for structured logs, `text` for humans.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if given; it must exist), then `ADLOG_*` env.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(p) = path {
+            anyhow::ensure!(p.exists(), "config file {} does not exist", p.display());
+            fig = fig.merge(Toml::file(p));
+        }
+        fig = fig.merge(Env::prefixed("ADLOG_").split("__"));
+        fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let dir = std::env::temp_dir().join(format!("adlog-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[kafka]\nbrokerz = \"x\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("brokerz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let dir = std::env::temp_dir().join(format!("adlog-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "[kafka]\npartitions = \"many\"\n").unwrap();
+        let err = Config::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("partitions"), "{err}");
+    }
+
+    #[test]
+    fn defaults_point_at_local_stack() {
+        let c = Config::default();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.clickhouse.url, "http://127.0.0.1:8123");
+        assert_eq!(
+            c.topics.log_type_of("exposure"),
+            Some(schemas::LogType::Exposure)
+        );
+        assert_eq!(c.topics.log_type_of("nope"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! librdkafka client configuration built from [`KafkaConfig`](crate::config::KafkaConfig).
+
+use rdkafka::ClientConfig;
+
+use crate::config::KafkaConfig;
+
+/// Base client config: brokers plus every pass-through property (TLS/SASL/tuning).
+pub fn client_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+/// A producer config that waits for all in-sync replicas and never reorders.
+pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
+    let mut c = client_config(k);
+    c.set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "200000");
+    // Pass-through properties win over our defaults.
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+/// A consumer config for `group`: manual offset commits only.
+pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
+    let mut c = client_config(k);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string());
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}

@@ -1,0 +1,8 @@
+//! Pieces every binary of the pipeline shares: the one TOML configuration
+//! ([`config`]), Kafka client setup ([`kafka`]) and structured logging ([`logging`]).
+
+pub mod config;
+pub mod kafka;
+pub mod logging;
+
+pub use config::Config;

@@ -1,0 +1,1 @@
+//! Tab-separated fields with backslash escapes (`\t`, `\n`, `\r`, `\\`).
