@@ -20,6 +20,7 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub clickhouse: ClickHouseConfig,
     pub redis: RedisConfig,
+    pub ingest: IngestConfig,
     pub loadgen: LoadgenConfig,
     pub log: LogConfig,
 }
@@ -158,6 +159,60 @@ impl Default for RedisConfig {
     }
 }
 
+/// The ingest worker: batching, limits, retries, metrics.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Consumer threads in one process (each a member of the group; partitions
+    /// are spread over them, so parsing runs in parallel).
+    pub consumers: usize,
+    /// A partition's batch is sealed and inserted at this many rows ...
+    pub batch_max_rows: usize,
+    /// ... or this many encoded bytes ...
+    pub batch_max_bytes: usize,
+    /// ... or when its oldest row has waited this long (bounds freshness at low rates).
+    pub batch_max_wait_ms: u64,
+    /// Sealed batches per partition waiting for ClickHouse before the partition is
+    /// paused (backpressure: memory stays bounded when ClickHouse is slow or down).
+    pub max_pending_batches: usize,
+    /// Messages larger than this are dead-lettered (`too_large`).
+    pub max_message_bytes: usize,
+    /// Raw bytes kept per dead letter (the original size is kept too).
+    pub dead_letter_max_bytes: usize,
+    /// Event times further than this in the future are dead-lettered (`time_out_of_range`).
+    pub max_future_skew_s: u64,
+    /// Event times older than this are dead-lettered (`time_out_of_range`); match it to retention.
+    pub max_past_age_s: u64,
+    /// Retry backoff for ClickHouse and Kafka errors (exponential with jitter).
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// Freshness SLA: the share of events queryable within this delay after Kafka
+    /// appended them is exported as `adlog_ingest_freshness_within_target_ratio`.
+    pub freshness_target_ms: u64,
+    /// Prometheus `/metrics`; localhost unless you mean otherwise.
+    pub metrics_listen: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            consumers: 1,
+            batch_max_rows: 50_000,
+            batch_max_bytes: 16 << 20,
+            batch_max_wait_ms: 1_000,
+            max_pending_batches: 2,
+            max_message_bytes: 1 << 20,
+            dead_letter_max_bytes: 64 << 10,
+            max_future_skew_s: 3_600,
+            max_past_age_s: 30 * 86_400,
+            retry_min_ms: 100,
+            retry_max_ms: 10_000,
+            freshness_target_ms: 5_000,
+            metrics_listen: "127.0.0.1:9101".into(),
+        }
+    }
+}
+
 /// Defaults for the load generator (each is also a CLI flag).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -173,6 +228,23 @@ pub struct LoadgenConfig {
     pub out_of_order_ratio: f64,
     /// Share of lines sent as the bare line (Filebeat `codec.format`) instead of the JSON envelope.
     pub bare_ratio: f64,
+    /// Event-time density: events per second of *event time* (the virtual clock),
+    /// independent of the send rate. Lower it so that a run spans more than the
+    /// join window (e.g. 10 events/s × 50,000 events ≈ 83 min).
+    pub event_rate: f64,
+    /// Share of interactions whose mark_id has no exposure at all (orphans), 0.0–0.9.
+    pub orphan_ratio: f64,
+    /// Share of interactions stamped slightly *before* their exposure (clock skew;
+    /// they must not join), 0.0–0.5.
+    pub skew_ratio: f64,
+    /// Size of the user pool uids are drawn from (skewed: a few users are very active).
+    pub users: u64,
+    /// The join window the expected pairs are computed with (must match the joiner's).
+    pub window_ms: i64,
+    /// Replication factor of the topics the load generator creates when missing.
+    pub replication_factor: i32,
+    /// Upper bound on produced-but-unacknowledged messages.
+    pub max_in_flight: usize,
 }
 
 impl Default for LoadgenConfig {
@@ -184,6 +256,13 @@ impl Default for LoadgenConfig {
             bad_ratio: 0.01,
             out_of_order_ratio: 0.05,
             bare_ratio: 0.1,
+            event_rate: 2000.0,
+            orphan_ratio: 0.02,
+            skew_ratio: 0.005,
+            users: 100_000,
+            window_ms: 3_600_000,
+            replication_factor: 1,
+            max_in_flight: 100_000,
         }
     }
 }
@@ -220,6 +299,23 @@ impl Config {
             anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
         })
     }
+}
+
+/// `check-config`: the config loaded without error; print the effective values
+/// (secrets redacted) so that env overrides can be verified.
+pub fn print_checked(cfg: &Config) -> anyhow::Result<()> {
+    let mut shown = cfg.clone();
+    if !shown.clickhouse.password.is_empty() {
+        shown.clickhouse.password = "***".into();
+    }
+    for (k, v) in shown.kafka.properties.iter_mut() {
+        if k.contains("password") || k.contains("secret") {
+            *v = "***".into();
+        }
+    }
+    let text = toml::to_string_pretty(&shown).context("rendering the configuration")?;
+    println!("# configuration OK; effective values:\n{text}");
+    Ok(())
 }
 
 #[cfg(test)]

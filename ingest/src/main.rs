@@ -1,3 +1,58 @@
-fn main() {
-    println!("not yet");
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Kafka → ClickHouse ingest worker of the ad-log pipeline.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (see adlog.toml); ADLOG_* environment variables override it.
+    #[arg(long, global = true, env = "ADLOG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume the input topics and load them into ClickHouse (the worker).
+    Run(ingest::run::RunArgs),
+    /// Check the configuration (file + ADLOG_* env) and print the effective values.
+    CheckConfig,
+    /// Create or upgrade the ClickHouse schema (the sql/ migrations).
+    Migrate(ingest::migrate::MigrateArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = async {
+        let cfg = common::Config::load(cli.config.as_deref())?;
+        common::logging::init(&cfg.log);
+        match cli.command {
+            Command::Migrate(args) => ingest::migrate::command(&cfg, args).await,
+            Command::Run(args) => ingest::run::command(&cfg, args).await,
+            Command::CheckConfig => common::config::print_checked(&cfg),
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Like `{e:#}`, minus causes already quoted by the message before them
+            // (some errors print their source themselves).
+            let mut msg = String::new();
+            for cause in e.chain() {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("error: {msg}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

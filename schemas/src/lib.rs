@@ -13,21 +13,94 @@
 pub mod envelope;
 pub mod error;
 pub mod exposure;
+mod fields;
 pub mod interaction;
 pub mod joined;
+mod json;
+mod owned;
 pub mod request;
 pub mod time;
 pub mod tsv;
+mod write;
+
+use std::borrow::Cow;
 
 pub use envelope::Envelope;
 pub use error::ParseError;
 pub use exposure::Exposure;
+pub use fields::MAX_ID_LEN;
 pub use interaction::Interaction;
+pub use joined::joined_id;
 pub use joined::Joined;
 pub use request::Request;
 
+/// `key=value` attributes in line order (duplicates kept).
+pub type Extras<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+
+/// A parsed line of any [`LogType`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record<'a> {
+    Request(Request<'a>),
+    Exposure(Exposure<'a>),
+    Interaction(Interaction<'a>),
+    Joined(Joined<'a>),
+}
+
+impl<'a> Record<'a> {
+    pub fn log_type(&self) -> LogType {
+        match self {
+            Record::Request(_) => LogType::Request,
+            Record::Exposure(_) => LogType::Exposure,
+            Record::Interaction(_) => LogType::Interaction,
+            Record::Joined(_) => LogType::Joined,
+        }
+    }
+
+    /// Appends the TSV form (no trailing newline).
+    pub fn write_tsv(&self, out: &mut String) {
+        match self {
+            Record::Request(r) => r.write_tsv(out),
+            Record::Exposure(r) => r.write_tsv(out),
+            Record::Interaction(r) => r.write_tsv(out),
+            Record::Joined(r) => r.write_tsv(out),
+        }
+    }
+
+    /// Appends the JSON-object form (no trailing newline).
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Record::Request(r) => r.write_json(out),
+            Record::Exposure(r) => r.write_json(out),
+            Record::Interaction(r) => r.write_json(out),
+            Record::Joined(r) => r.write_json(out),
+        }
+    }
+
+    /// Detaches the record from the input buffer.
+    pub fn into_owned(self) -> Record<'static> {
+        match self {
+            Record::Request(r) => Record::Request(r.into_owned()),
+            Record::Exposure(r) => Record::Exposure(r.into_owned()),
+            Record::Interaction(r) => Record::Interaction(r.into_owned()),
+            Record::Joined(r) => Record::Joined(r.into_owned()),
+        }
+    }
+}
+
+/// Parses one line (TSV, or JSON when it starts with `{`) as log type `t`.
+pub fn parse_line(t: LogType, line: &str) -> Result<Record<'_>, ParseError> {
+    Ok(match t {
+        LogType::Request => Record::Request(Request::parse(line)?),
+        LogType::Exposure => Record::Exposure(Exposure::parse(line)?),
+        LogType::Interaction => Record::Interaction(Interaction::parse(line)?),
+        LogType::Joined => Record::Joined(Joined::parse(line)?),
+    })
+}
+
 /// The kinds of log line the pipeline understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogType {
     Request,

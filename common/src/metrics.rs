@@ -1,0 +1,71 @@
+//! Serves the process's Prometheus registry on `/metrics` (and `/healthz`).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use tokio::net::TcpListener;
+
+fn render(registry: &Registry) -> Response<Full<Bytes>> {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let enc = TextEncoder::new();
+    match enc.encode(&registry.gather(), &mut buf) {
+        Ok(()) => Response::builder()
+            .header("content-type", enc.format_type())
+            .body(Full::new(Bytes::from(buf)))
+            .expect("static response"),
+        Err(e) => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from(e.to_string())))
+            .expect("static response"),
+    }
+}
+
+/// Binds `listen` (e.g. `127.0.0.1:9101`) and serves until the task is dropped.
+/// Returns the bound address (useful with port 0 in tests) and the server task.
+pub async fn serve(
+    listen: &str,
+    registry: Registry,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let addr: SocketAddr = listen.parse().with_context(|| {
+        format!("metrics_listen {listen:?} is not an address like 127.0.0.1:9101")
+    })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let registry = registry.clone();
+                    async move {
+                        Ok::<_, Infallible>(match req.uri().path() {
+                            "/metrics" => render(&registry),
+                            "/healthz" => Response::new(Full::new(Bytes::from_static(b"ok\n"))),
+                            _ => Response::builder()
+                                .status(StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(b"try /metrics\n")))
+                                .expect("static response"),
+                        })
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok((bound, task))
+}

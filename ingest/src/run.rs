@@ -1,0 +1,210 @@
+//! `ingest run`: wires the consumer threads, the ClickHouse sink, the
+//! dead-letter producer, `/metrics` and signal handling together.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::Config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::sink::Sink;
+use crate::worker::Worker;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Consumer threads (overrides ingest.consumers).
+    #[arg(long)]
+    pub consumers: Option<usize>,
+    /// Prometheus endpoint address (overrides ingest.metrics_listen).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Exit (gracefully, after committing) once no message arrived for this many
+    /// seconds and everything read is stored. For demos, tests and backfills.
+    #[arg(long, value_name = "SECS")]
+    pub stop_after_idle: Option<u64>,
+}
+
+/// Creates `topics` that do not exist yet (other errors are reported, not fatal:
+/// the broker may not allow topic creation, and the topics may be managed elsewhere).
+pub async fn ensure_topics(cfg: &Config, topics: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = common::kafka::client_config(&cfg.kafka)
+        .create()
+        .with_context(|| format!("creating Kafka admin client for {}", cfg.kafka.brokers))?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, cfg.kafka.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .with_context(|| format!("creating topics on {}", cfg.kafka.brokers))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                warn!(topic = %t, error = %code, "could not create topic");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
+    let mut cfg = cfg.clone();
+    if let Some(n) = args.consumers {
+        cfg.ingest.consumers = n;
+    }
+    if let Some(l) = args.metrics_listen {
+        cfg.ingest.metrics_listen = l;
+    }
+    anyhow::ensure!(
+        cfg.ingest.consumers >= 1,
+        "ingest.consumers must be at least 1"
+    );
+
+    let metrics = Metrics::new();
+    let (addr, _server) =
+        common::metrics::serve(&cfg.ingest.metrics_listen, metrics.registry.clone()).await?;
+    info!(%addr, "metrics on http://{addr}/metrics");
+
+    let ch = crate::clickhouse::client(&cfg.clickhouse)?;
+    let version =
+        crate::clickhouse::server_version(&ch, &cfg.clickhouse, Duration::from_secs(10)).await?;
+    info!(url = %crate::clickhouse::redacted_url(&cfg.clickhouse.url), %version, database = %cfg.clickhouse.database, "ClickHouse reachable");
+
+    let mut topics: Vec<String> = Worker::input_topics(&cfg);
+    topics.push(cfg.topics.dead_letter.clone());
+    ensure_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+
+    let dlq: FutureProducer = common::kafka::producer_config(&cfg.kafka)
+        .create()
+        .with_context(|| format!("creating Kafka producer for {}", cfg.kafka.brokers))?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let sink = Arc::new(Sink {
+        ch,
+        db: cfg.clickhouse.database.clone(),
+        dlq,
+        dlq_topic: cfg.topics.dead_letter.clone(),
+        metrics: metrics.clone(),
+        retry_min: Duration::from_millis(cfg.ingest.retry_min_ms),
+        retry_max: Duration::from_millis(cfg.ingest.retry_max_ms),
+        shutdown: shutdown.clone(),
+        shutdown_grace: Duration::from_secs(30),
+    });
+
+    let mut threads = Vec::new();
+    for id in 0..cfg.ingest.consumers {
+        let w = Worker {
+            cfg: cfg.clone(),
+            sink: sink.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            rt: tokio::runtime::Handle::current(),
+            id,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("consumer-{id}"))
+                .spawn(move || w.run())
+                .context("spawning consumer thread")?,
+        );
+    }
+
+    let idle = args.stop_after_idle.map(Duration::from_secs);
+    let watcher = {
+        let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut sigterm =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            let mut last_total = 0u64;
+            let mut last_change = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = sigterm.recv() => { info!("SIGTERM: finishing in-flight batches"); break; }
+                    _ = tokio::signal::ctrl_c() => { info!("SIGINT: finishing in-flight batches"); break; }
+                    _ = tick.tick() => {
+                        let Some(idle) = idle else { continue };
+                        let total = consumed_total(&metrics);
+                        if total != last_total {
+                            last_total = total;
+                            last_change = Instant::now();
+                        } else if last_change.elapsed() >= idle
+                            // Before the first message the group join may still be running.
+                            && (total > 0 || last_change.elapsed() >= idle.max(Duration::from_secs(30)))
+                            && metrics.pending_batches.get() == 0
+                            && metrics.buffered_bytes.get() == 0
+                        {
+                            info!(messages = total, "idle: stopping");
+                            break;
+                        }
+                    }
+                }
+            }
+            shutdown.store(true, Ordering::Release);
+        })
+    };
+
+    let mut result = Ok(());
+    for t in threads {
+        let r = tokio::task::spawn_blocking(move || t.join())
+            .await
+            .context("joining consumer thread")?;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("a consumer thread panicked")),
+        }
+    }
+    watcher.abort();
+    print_summary(&metrics);
+    result
+}
+
+fn consumed_total(m: &Metrics) -> u64 {
+    use prometheus::core::Collector;
+    m.consumed
+        .collect()
+        .iter()
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().value() as u64)
+        })
+        .sum()
+}
+
+fn print_summary(m: &Metrics) {
+    use prometheus::core::Collector;
+    let sum_by = |c: &prometheus::IntCounterVec| -> Vec<(String, u64)> {
+        c.collect()
+            .iter()
+            .flat_map(|f| {
+                f.get_metric().iter().map(|m| {
+                    let labels: Vec<String> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| l.value().to_string())
+                        .collect();
+                    (labels.join("/"), m.get_counter().value() as u64)
+                })
+            })
+            .collect()
+    };
+    info!(
+        consumed = consumed_total(m),
+        inserted = ?sum_by(&m.inserted),
+        dead_letters = ?sum_by(&m.dead_letters),
+        skipped_recovered = ?sum_by(&m.skipped_recovered),
+        "ingest stopped"
+    );
+}

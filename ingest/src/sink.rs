@@ -1,0 +1,254 @@
+//! Writing a sealed batch: dead letters to the dead-letter topic, then one
+//! RowBinary INSERT per table, each retried with backoff until ClickHouse
+//! acknowledges it. Only then is the batch acknowledged (and its offsets
+//! become committable).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clickhouse::Client;
+use common::backoff::Backoff;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tracing::{info, warn};
+
+use crate::batch::Batch;
+use crate::metrics::Metrics;
+use crate::recovery;
+use crate::table::Table;
+
+/// Why a batch was given up (it is then neither acknowledged nor committed, so
+/// whoever reads the partition next will write it).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Abandoned {
+    /// The partition was revoked from this worker.
+    Revoked,
+    /// Shutting down and the grace period ran out.
+    Shutdown,
+}
+
+pub struct Sink {
+    pub ch: Client,
+    pub db: String,
+    pub dlq: FutureProducer,
+    pub dlq_topic: String,
+    pub metrics: Metrics,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Set on SIGTERM; in-flight batches still get `shutdown_grace` to finish.
+    pub shutdown: Arc<AtomicBool>,
+    pub shutdown_grace: Duration,
+}
+
+/// Per-batch progress, so a retry redoes only what has not been acknowledged.
+struct Progress {
+    dead_letters_sent: bool,
+    tables_done: [bool; 5],
+}
+
+impl Sink {
+    /// Writes `batch` fully, or gives up only when the partition is revoked or
+    /// the shutdown grace period is over.
+    pub async fn write(&self, batch: &Batch, revoked: &AtomicBool) -> Result<(), Abandoned> {
+        let mut progress = Progress {
+            dead_letters_sent: batch.dead_letters.is_empty(),
+            tables_done: std::array::from_fn(|i| batch.tables[i].rows == 0),
+        };
+        let bodies: Vec<Bytes> = batch
+            .tables
+            .iter()
+            .map(|t| Bytes::copy_from_slice(&t.bytes))
+            .collect();
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+        let mut shutdown_seen: Option<Instant> = None;
+        let mut attempt = 0u32;
+        loop {
+            match self.try_write(batch, &bodies, &mut progress, attempt).await {
+                Ok(()) => {
+                    if attempt > 0 {
+                        info!(topic = %batch.topic, partition = batch.partition,
+                              first_offset = batch.first_offset, attempts = attempt + 1,
+                              "batch written after retries");
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(topic = %batch.topic, partition = batch.partition,
+                          first_offset = batch.first_offset, attempt, error = %format!("{e:#}"),
+                          retry_in_ms = delay.as_millis() as u64, "batch write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            attempt += 1;
+            if revoked.load(Ordering::Acquire) {
+                return Err(Abandoned::Revoked);
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                let since = *shutdown_seen.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.shutdown_grace {
+                    return Err(Abandoned::Shutdown);
+                }
+            }
+            // Before retrying, settle what the failed attempt may have stored.
+            if let Err(e) = self.settle(batch, &mut progress).await {
+                warn!(error = %format!("{e:#}"), "could not check what a failed insert stored");
+            }
+        }
+    }
+
+    async fn try_write(
+        &self,
+        batch: &Batch,
+        bodies: &[Bytes],
+        progress: &mut Progress,
+        attempt: u32,
+    ) -> anyhow::Result<()> {
+        if !progress.dead_letters_sent {
+            self.send_dead_letters(batch).await?;
+            progress.dead_letters_sent = true;
+        }
+        for t in Table::ALL {
+            if progress.tables_done[t as usize] {
+                continue;
+            }
+            let started = Instant::now();
+            let res = self
+                .insert(batch, t, bodies[t as usize].clone(), attempt)
+                .await;
+            let m = &self.metrics;
+            match res {
+                Ok(()) => {
+                    m.insert_seconds
+                        .with_label_values(&[t.name()])
+                        .observe(started.elapsed().as_secs_f64());
+                    m.inserted
+                        .with_label_values(&[t.name()])
+                        .inc_by(batch.tables[t as usize].rows as u64);
+                    progress.tables_done[t as usize] = true;
+                }
+                Err(e) => {
+                    m.insert_errors.with_label_values(&[t.name()]).inc();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert(
+        &self,
+        batch: &Batch,
+        t: Table,
+        body: Bytes,
+        attempt: u32,
+    ) -> anyhow::Result<()> {
+        let sql = format!(
+            "INSERT INTO {}.{} ({}) FORMAT RowBinary",
+            self.db,
+            t.name(),
+            t.columns()
+        );
+        let query_id = format!(
+            "{}{}/{}/{}",
+            recovery::query_id_prefix(&batch.topic, batch.partition),
+            batch.first_offset,
+            t.name(),
+            attempt
+        );
+        let mut ins = self
+            .ch
+            .insert_formatted_with(sql)
+            .with_setting("query_id", query_id);
+        ins.send(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("INSERT into {}: {e}", t.name()))?;
+        ins.end()
+            .await
+            .map_err(|e| anyhow::anyhow!("INSERT into {}: {e}", t.name()))
+    }
+
+    /// After an attempt failed, find out which tables it nevertheless stored
+    /// (e.g. the server finished an INSERT whose response was lost).
+    async fn settle(&self, batch: &Batch, progress: &mut Progress) -> anyhow::Result<()> {
+        if progress.tables_done.iter().all(|d| *d) {
+            return Ok(());
+        }
+        let prefix = format!(
+            "{}{}/",
+            recovery::query_id_prefix(&batch.topic, batch.partition),
+            batch.first_offset
+        );
+        recovery::wait_no_running_inserts(&self.ch, &prefix, Duration::from_secs(60)).await?;
+        for t in Table::ALL {
+            if progress.tables_done[t as usize] {
+                continue;
+            }
+            if recovery::table_has_range(
+                &self.ch,
+                &self.db,
+                t,
+                &batch.topic,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
+            )
+            .await?
+            {
+                info!(table = t.name(), topic = %batch.topic, partition = batch.partition,
+                      first_offset = batch.first_offset, "a failed INSERT had been stored; not repeating it");
+                progress.tables_done[t as usize] = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the batch's dead letters (raw bytes as the value, the reason and
+    /// source in headers) and waits for every delivery.
+    async fn send_dead_letters(&self, batch: &Batch) -> anyhow::Result<()> {
+        let partition = batch.partition.to_string();
+        let keys: Vec<String> = batch
+            .dead_letters
+            .iter()
+            .map(|d| format!("{}/{}/{}", batch.topic, batch.partition, d.offset))
+            .collect();
+        let mut futures = Vec::with_capacity(batch.dead_letters.len());
+        for (d, key) in batch.dead_letters.iter().zip(&keys) {
+            let offset = d.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "reason",
+                    value: Some(d.reason),
+                })
+                .insert(Header {
+                    key: "error",
+                    value: Some(d.error.as_str()),
+                })
+                .insert(Header {
+                    key: "source_topic",
+                    value: Some(&*batch.topic),
+                })
+                .insert(Header {
+                    key: "source_partition",
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: "source_offset",
+                    value: Some(offset.as_str()),
+                });
+            let rec = FutureRecord::to(&self.dlq_topic)
+                .key(key)
+                .payload(&d.payload)
+                .headers(headers);
+            futures.push(self.dlq.send(rec, Duration::from_secs(30)));
+        }
+        for f in futures {
+            f.await.map_err(|(e, _)| {
+                anyhow::anyhow!("producing to dead-letter topic {}: {e}", self.dlq_topic)
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,633 @@
+//! One consumer thread: a Kafka group member that parses its partitions'
+//! messages into per-partition batches and hands sealed batches to one inserter
+//! task per partition (async, on the tokio runtime), so parsing overlaps
+//! inserting and partitions are written in parallel.
+//!
+//! Invariants:
+//! - an offset is committed only after every batch up to it was acknowledged
+//!   by ClickHouse (and its dead letters by Kafka);
+//! - a partition's batches are written in order, one at a time;
+//! - at most `max_pending_batches` sealed batches per partition wait for
+//!   ClickHouse; beyond that the partition is paused (bounded memory);
+//! - on revocation, queued batches are dropped, the one being written is
+//!   finished, acknowledged offsets are committed, then the partition is released.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::Config;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use schemas::LogType;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::batch::{Batch, BatchLimits, DeadLetter};
+use crate::metrics::Metrics;
+use crate::recovery::{self, Stored};
+use crate::route::{self, Limits, MsgMeta};
+use crate::sink::Sink;
+use crate::table::Table;
+
+type Tp = (Arc<str>, i32);
+
+/// State of a partition shared between the consumer thread, its inserter task
+/// and the rebalance callback.
+pub struct PartShared {
+    /// Next offset to commit (everything below it is acknowledged); -1 = none yet.
+    pub acked_next: AtomicI64,
+    /// Sealed batches handed to the inserter and not yet finished.
+    pub pending: AtomicUsize,
+    pub revoked: AtomicBool,
+}
+
+/// librdkafka callbacks: rebalances are recorded for the consumer loop, and
+/// on revocation the in-flight work of the revoked partitions is finished and
+/// committed before the partitions are released.
+pub struct Ctx {
+    parts: Mutex<HashMap<Tp, Arc<PartShared>>>,
+    events: Mutex<Vec<Event>>,
+    metrics: Metrics,
+}
+
+enum Event {
+    Assigned(Vec<Tp>),
+    Revoked(Vec<Tp>),
+}
+
+fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+        .collect()
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, ps) in &t.partitions {
+                if *p >= 0 && ps.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set(ps.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked = tps(tpl);
+        let shared: Vec<(Tp, Arc<PartShared>)> = {
+            let parts = self.parts.lock().expect("parts lock");
+            revoked
+                .iter()
+                .filter_map(|tp| parts.get(tp).map(|s| (tp.clone(), s.clone())))
+                .collect()
+        };
+        for (_, s) in &shared {
+            s.revoked.store(true, Ordering::Release);
+        }
+        // Let the batch being written finish (queued ones are dropped by the
+        // inserter), so the next owner cannot race with our INSERT.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shared
+            .iter()
+            .any(|(_, s)| s.pending.load(Ordering::Acquire) > 0)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        commit_acked(consumer, &shared, &self.metrics, CommitMode::Sync);
+        {
+            let mut parts = self.parts.lock().expect("parts lock");
+            for tp in &revoked {
+                parts.remove(tp);
+            }
+        }
+        info!(partitions = ?revoked.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(),
+              "partitions revoked");
+        self.events
+            .lock()
+            .expect("events lock")
+            .push(Event::Revoked(revoked));
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let assigned = tps(tpl);
+            info!(partitions = ?assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(),
+                  "partitions assigned");
+            self.events
+                .lock()
+                .expect("events lock")
+                .push(Event::Assigned(assigned));
+        }
+    }
+}
+
+/// Commits `acked_next` of every given partition that has one.
+fn commit_acked(
+    consumer: &BaseConsumer<Ctx>,
+    parts: &[(Tp, Arc<PartShared>)],
+    metrics: &Metrics,
+    mode: CommitMode,
+) -> bool {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, p), s) in parts {
+        let next = s.acked_next.load(Ordering::Acquire);
+        if next >= 0 {
+            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(next));
+        }
+    }
+    if tpl.count() == 0 {
+        return true;
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            metrics.commits.inc();
+            true
+        }
+        Err(e) => {
+            metrics.commit_errors.inc();
+            warn!(error = %e, "offset commit failed; will retry");
+            false
+        }
+    }
+}
+
+/// What the consumer thread keeps per owned partition.
+struct PartState {
+    shared: Arc<PartShared>,
+    tx: mpsc::Sender<Batch>,
+    open: Option<Batch>,
+    /// Sealed batches the inserter's queue had no room for (partition is paused).
+    waiting: VecDeque<Batch>,
+    paused: bool,
+    /// None until the first message: then recovery reads what is already stored.
+    stored: Option<Stored>,
+    /// Messages below this offset were already handled (guards redelivery).
+    next_offset: i64,
+    committed_next: i64,
+    topic_type: Option<LogType>,
+    generation: u64,
+}
+
+/// Everything a consumer thread needs.
+pub struct Worker {
+    pub cfg: Config,
+    pub sink: Arc<Sink>,
+    pub metrics: Metrics,
+    pub shutdown: Arc<AtomicBool>,
+    pub rt: Handle,
+    pub id: usize,
+}
+
+impl Worker {
+    fn limits(&self) -> Limits {
+        let i = &self.cfg.ingest;
+        Limits {
+            max_message_bytes: i.max_message_bytes,
+            max_future_skew_ms: i.max_future_skew_s as i64 * 1000,
+            max_past_age_ms: i.max_past_age_s as i64 * 1000,
+        }
+    }
+
+    fn batch_limits(&self) -> BatchLimits {
+        let i = &self.cfg.ingest;
+        BatchLimits {
+            max_rows: i.batch_max_rows,
+            max_bytes: i.batch_max_bytes,
+            max_wait: Duration::from_millis(i.batch_max_wait_ms),
+        }
+    }
+
+    /// The input topics: request, exposure, interaction, joined.
+    pub fn input_topics(cfg: &Config) -> Vec<String> {
+        LogType::ALL
+            .iter()
+            .map(|t| cfg.topics.topic_for(*t).to_string())
+            .collect()
+    }
+
+    /// Runs until shutdown; returns after the last acknowledged offsets are committed.
+    pub fn run(self) -> anyhow::Result<()> {
+        let ctx = Ctx {
+            parts: Mutex::new(HashMap::new()),
+            events: Mutex::new(Vec::new()),
+            metrics: self.metrics.clone(),
+        };
+        let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.ingest_group);
+        cc.set("statistics.interval.ms", "5000")
+            .set("queued.max.messages.kbytes", "32768")
+            .set("client.id", format!("adlog-ingest-{}", self.id));
+        let consumer: BaseConsumer<Ctx> = cc
+            .create_with_context(ctx)
+            .with_context(|| format!("creating Kafka consumer for {}", self.cfg.kafka.brokers))?;
+        let topics = Self::input_topics(&self.cfg);
+        let topic_refs: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
+        consumer
+            .subscribe(&topic_refs)
+            .with_context(|| format!("subscribing to {topics:?}"))?;
+        info!(worker = self.id, topics = ?topics, "consuming");
+
+        let limits = self.limits();
+        let blimits = self.batch_limits();
+        let mut parts: HashMap<Tp, PartState> = HashMap::new();
+        let mut generation = 0u64;
+        let mut last_commit = Instant::now();
+
+        while !self.shutdown.load(Ordering::Acquire) {
+            let polled = consumer.poll(Duration::from_millis(100));
+            self.apply_events(&consumer, &mut parts, &mut generation);
+            match polled {
+                Some(Ok(msg)) => self.handle(&msg, &mut parts, &limits, &blimits),
+                Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
+                None => {}
+            }
+            self.housekeeping(&consumer, &mut parts, &blimits);
+            if last_commit.elapsed() >= Duration::from_millis(200) {
+                self.commit(&consumer, &mut parts, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+
+        info!(worker = self.id, "shutting down: writing open batches");
+        for part in parts.values_mut() {
+            if let Some(b) = part.open.take() {
+                if b.messages() > 0 {
+                    part.waiting.push_back(b);
+                }
+            }
+        }
+        let deadline = Instant::now() + self.sink.shutdown_grace + Duration::from_secs(5);
+        loop {
+            self.housekeeping(&consumer, &mut parts, &blimits);
+            let busy = parts
+                .values()
+                .any(|p| !p.waiting.is_empty() || p.shared.pending.load(Ordering::Acquire) > 0);
+            if !busy || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.commit(&consumer, &mut parts, CommitMode::Sync);
+        consumer.unsubscribe();
+        info!(worker = self.id, "stopped");
+        Ok(())
+    }
+
+    fn apply_events(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &mut HashMap<Tp, PartState>,
+        generation: &mut u64,
+    ) {
+        let events = std::mem::take(&mut *consumer.context().events.lock().expect("events lock"));
+        for ev in events {
+            match ev {
+                Event::Revoked(tps) => {
+                    for tp in tps {
+                        if let Some(p) = parts.remove(&tp) {
+                            self.metrics.pending_batches.sub(p.waiting.len() as i64);
+                            if p.paused {
+                                self.metrics.paused_partitions.dec();
+                            }
+                        }
+                    }
+                }
+                Event::Assigned(tps) => {
+                    for tp in tps {
+                        *generation += 1;
+                        let shared = Arc::new(PartShared {
+                            acked_next: AtomicI64::new(-1),
+                            pending: AtomicUsize::new(0),
+                            revoked: AtomicBool::new(false),
+                        });
+                        consumer
+                            .context()
+                            .parts
+                            .lock()
+                            .expect("parts lock")
+                            .insert(tp.clone(), shared.clone());
+                        let (tx, rx) = mpsc::channel(self.cfg.ingest.max_pending_batches.max(1));
+                        self.rt.spawn(run_inserter(
+                            rx,
+                            self.sink.clone(),
+                            shared.clone(),
+                            self.metrics.clone(),
+                            self.cfg.ingest.freshness_target_ms,
+                        ));
+                        let topic_type = self.cfg.topics.log_type_of(&tp.0);
+                        parts.insert(
+                            tp,
+                            PartState {
+                                shared,
+                                tx,
+                                open: None,
+                                waiting: VecDeque::new(),
+                                paused: false,
+                                stored: None,
+                                next_offset: -1,
+                                committed_next: -1,
+                                topic_type,
+                                generation: *generation,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses one message into its partition's open batch.
+    fn handle(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        parts: &mut HashMap<Tp, PartState>,
+        limits: &Limits,
+        blimits: &BatchLimits,
+    ) {
+        let key: Tp = (Arc::from(msg.topic()), msg.partition());
+        let Some(part) = parts.get_mut(&key) else {
+            debug!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                "message for a partition not owned; ignored"
+            );
+            return;
+        };
+        let offset = msg.offset();
+        if offset < part.next_offset {
+            return; // redelivered after pause/resume
+        }
+        if part.stored.is_none() {
+            part.stored = Some(self.recover(&key, offset));
+        }
+        part.next_offset = offset + 1;
+        self.metrics
+            .consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
+
+        let meta = MsgMeta {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset,
+            kafka_ts_ms: msg.timestamp().to_millis().unwrap_or(0),
+        };
+        let now_ms = now_ms();
+        let batch = part
+            .open
+            .get_or_insert_with(|| Batch::new(key.0.clone(), key.1, offset, part.generation));
+        batch.last_offset = offset;
+        batch.kafka_ts_ms.push(meta.kafka_ts_ms);
+        let stored = part.stored.as_mut().expect("set above");
+        stored.forget_below(offset);
+
+        let payload = msg.payload();
+        let outcome = route::envelope(payload, limits).and_then(|env| {
+            let rec = route::parse(
+                payload.unwrap_or_default(),
+                &env,
+                part.topic_type,
+                limits,
+                now_ms,
+            )?;
+            let t = rec.table();
+            if stored.contains(t, offset) {
+                batch.skipped += 1;
+                return Ok(());
+            }
+            let tr = batch.table(t);
+            route::encode(&rec, &env, &meta, now_ms, &mut tr.bytes);
+            tr.rows += 1;
+            Ok(())
+        });
+        if let Err(rej) = outcome {
+            self.metrics
+                .dead_letters
+                .with_label_values(&[msg.topic(), rej.reason])
+                .inc();
+            if stored.contains(Table::DeadLetter, offset) {
+                batch.skipped += 1;
+            } else {
+                let raw = payload.unwrap_or_default();
+                let tr = batch.table(Table::DeadLetter);
+                route::encode_dead_letter(
+                    &rej,
+                    raw,
+                    &meta,
+                    now_ms,
+                    self.cfg.ingest.dead_letter_max_bytes,
+                    &mut tr.bytes,
+                );
+                tr.rows += 1;
+                batch.dead_letters.push(DeadLetter {
+                    offset,
+                    reason: rej.reason,
+                    error: rej.error,
+                    payload: raw[..raw.len().min(self.cfg.ingest.max_message_bytes)].to_vec(),
+                });
+            }
+        }
+        if batch.skipped > 0 && batch.rows() == 0 && batch.dead_letters.is_empty() {
+            // nothing to write yet; keep accumulating
+        }
+        if batch.is_full(blimits) {
+            let b = part.open.take().expect("open batch");
+            self.seal(part, b);
+        }
+    }
+
+    /// Reads what ClickHouse already stored past `from_offset`, retrying until
+    /// ClickHouse answers (or shutdown).
+    fn recover(&self, (topic, partition): &Tp, from_offset: i64) -> Stored {
+        let sink = self.sink.clone();
+        let prefix = recovery::query_id_prefix(topic, *partition);
+        let mut backoff = common::backoff::Backoff::new(
+            Duration::from_millis(self.cfg.ingest.retry_min_ms),
+            Duration::from_millis(self.cfg.ingest.retry_max_ms),
+        );
+        loop {
+            let res = self.rt.block_on(async {
+                recovery::wait_no_running_inserts(&sink.ch, &prefix, Duration::from_secs(120))
+                    .await?;
+                recovery::stored_since(&sink.ch, &sink.db, topic, *partition, from_offset).await
+            });
+            match res {
+                Ok(stored) => {
+                    if !stored.is_empty() {
+                        info!(topic = %topic, partition, from_offset, ranges = stored.len(),
+                              "recovery: skipping offsets ClickHouse already stored");
+                    }
+                    return stored;
+                }
+                Err(e) => {
+                    if self.shutdown.load(Ordering::Acquire) {
+                        return Stored::default();
+                    }
+                    let d = backoff.next_delay();
+                    warn!(topic = %topic, partition, error = %format!("{e:#}"), retry_in_ms = d.as_millis() as u64,
+                          "recovery: ClickHouse not answering; retrying");
+                    std::thread::sleep(d);
+                }
+            }
+        }
+    }
+
+    fn seal(&self, part: &mut PartState, b: Batch) {
+        self.metrics.pending_batches.inc();
+        part.waiting.push_back(b);
+        self.drain_waiting(part);
+    }
+
+    /// Moves waiting batches into the inserter's queue; pauses the partition
+    /// while the queue is full.
+    fn drain_waiting(&self, part: &mut PartState) {
+        while let Some(b) = part.waiting.pop_front() {
+            part.shared.pending.fetch_add(1, Ordering::AcqRel);
+            match part.tx.try_send(b) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(b))
+                | Err(mpsc::error::TrySendError::Closed(b)) => {
+                    part.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                    part.waiting.push_front(b);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &mut HashMap<Tp, PartState>,
+        blimits: &BatchLimits,
+    ) {
+        let mut buffered = 0usize;
+        for ((topic, p), part) in parts.iter_mut() {
+            if part.open.as_ref().is_some_and(|b| b.is_due(blimits)) {
+                let b = part.open.take().expect("open batch");
+                self.seal(part, b);
+            }
+            self.drain_waiting(part);
+            let want_pause = !part.waiting.is_empty();
+            if want_pause != part.paused {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, *p);
+                let res = if want_pause {
+                    consumer.pause(&tpl)
+                } else {
+                    consumer.resume(&tpl)
+                };
+                match res {
+                    Ok(()) => {
+                        part.paused = want_pause;
+                        if want_pause {
+                            self.metrics.paused_partitions.inc();
+                            debug!(topic = %topic, partition = p, "paused: ClickHouse is behind");
+                        } else {
+                            self.metrics.paused_partitions.dec();
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "pause/resume failed"),
+                }
+            }
+            buffered += part.open.as_ref().map_or(0, |b| b.bytes());
+            buffered += part.waiting.iter().map(|b| b.bytes()).sum::<usize>();
+        }
+        self.metrics.buffered_bytes.set(buffered as i64);
+    }
+
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &mut HashMap<Tp, PartState>,
+        mode: CommitMode,
+    ) {
+        let due: Vec<(Tp, Arc<PartShared>)> = parts
+            .iter()
+            .filter(|(_, p)| p.shared.acked_next.load(Ordering::Acquire) > p.committed_next)
+            .map(|(tp, p)| (tp.clone(), p.shared.clone()))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        if commit_acked(consumer, &due, &self.metrics, mode) {
+            for (tp, s) in due {
+                if let Some(p) = parts.get_mut(&tp) {
+                    p.committed_next = s.acked_next.load(Ordering::Acquire).max(p.committed_next);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one partition's batches in order; acknowledges each by advancing
+/// `acked_next`. Gives up (without acknowledging) on revocation or shutdown.
+async fn run_inserter(
+    mut rx: mpsc::Receiver<Batch>,
+    sink: Arc<Sink>,
+    shared: Arc<PartShared>,
+    metrics: Metrics,
+    freshness_target_ms: u64,
+) {
+    let mut abandoned = false;
+    while let Some(batch) = rx.recv().await {
+        if !abandoned && !shared.revoked.load(Ordering::Acquire) {
+            match sink.write(&batch, &shared.revoked).await {
+                Ok(()) => {
+                    let now = now_ms();
+                    for ts in &batch.kafka_ts_ms {
+                        let lag_ms = (now - ts).max(0);
+                        metrics.freshness_seconds.observe(lag_ms as f64 / 1000.0);
+                        if lag_ms as u64 <= freshness_target_ms {
+                            metrics.freshness_within_target.inc();
+                        }
+                    }
+                    metrics
+                        .freshness_events
+                        .inc_by(batch.kafka_ts_ms.len() as u64);
+                    metrics.batch_rows.observe(batch.rows() as f64);
+                    metrics.batch_bytes.observe(batch.bytes() as f64);
+                    if batch.skipped > 0 {
+                        metrics
+                            .skipped_recovered
+                            .with_label_values(&[&batch.topic])
+                            .inc_by(batch.skipped as u64);
+                    }
+                    shared
+                        .acked_next
+                        .store(batch.last_offset + 1, Ordering::Release);
+                }
+                Err(why) => {
+                    info!(topic = %batch.topic, partition = batch.partition, first_offset = batch.first_offset,
+                          reason = ?why, "batch abandoned; the partition's next reader will write it");
+                    abandoned = true;
+                }
+            }
+        }
+        metrics.pending_batches.dec();
+        shared.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,416 @@
+//! Sending the stream to Kafka (or to stdout for a dry run).
+//!
+//! The generator runs on a blocking thread and hands batches to the sender,
+//! which keeps up to `max_in_flight` messages unacknowledged (it never awaits
+//! one send before the next), paces to `rate` messages/s when asked, retries a
+//! failed delivery up to [`MAX_ATTEMPTS`] times and counts the rest as
+//! failures: nothing is lost silently. The manifest's delivery section says
+//! what the broker acknowledged, per topic and partition.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use common::Config;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use crate::generator::{Generator, Message};
+use crate::manifest::{type_index, Delivery, Manifest, ManifestBuilder, TYPES};
+use crate::params::Params;
+
+/// Delivery attempts per message before it counts as failed (librdkafka
+/// already retries internally within `delivery.timeout.ms` for each attempt).
+pub const MAX_ATTEMPTS: u32 = 3;
+const BATCH: usize = 1024;
+
+/// How to send (does not change what is sent).
+#[derive(Debug, Clone)]
+pub struct SendOptions {
+    /// Messages per second; 0 = as fast as possible.
+    pub rate: u64,
+    /// Upper bound on unacknowledged messages.
+    pub max_in_flight: usize,
+    /// Print progress to stderr about once per second.
+    pub progress: bool,
+    /// Replication factor for topics that have to be created.
+    pub replication_factor: i32,
+}
+
+impl SendOptions {
+    pub fn from_config(cfg: &Config) -> SendOptions {
+        SendOptions {
+            rate: cfg.loadgen.rate,
+            max_in_flight: cfg.loadgen.max_in_flight.max(1),
+            progress: true,
+            replication_factor: cfg.loadgen.replication_factor,
+        }
+    }
+}
+
+/// Fails with a clear message unless the brokers answer within `timeout`.
+pub async fn check_reachable(cfg: &Config, timeout: Duration) -> Result<()> {
+    let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
+        .create()
+        .context("creating the Kafka producer")?;
+    topic_partitions(&producer, &cfg.kafka.brokers, timeout).await?;
+    Ok(())
+}
+
+/// Creates the request/exposure/interaction topics that do not exist yet, with
+/// `kafka.partitions` partitions, and waits until their metadata is visible.
+pub async fn ensure_topics(
+    cfg: &Config,
+    producer: &FutureProducer,
+    replication_factor: i32,
+) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = common::kafka::client_config(&cfg.kafka)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let names: Vec<String> = TYPES
+        .iter()
+        .map(|t| cfg.topics.topic_for(*t).to_owned())
+        .collect();
+    let existing = topic_partitions(producer, &cfg.kafka.brokers, Duration::from_secs(10)).await?;
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !existing.contains_key(n.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|n| {
+                NewTopic::new(
+                    n,
+                    cfg.kafka.partitions,
+                    TopicReplication::Fixed(replication_factor),
+                )
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
+        for r in admin.create_topics(&new, &opts).await? {
+            match r {
+                Ok(name) => {
+                    tracing::info!(topic = %name, partitions = cfg.kafka.partitions, "created topic")
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, e)) => bail!("creating topic {name}: {e}"),
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let known = topic_partitions(producer, &cfg.kafka.brokers, Duration::from_secs(10)).await?;
+        if names.iter().all(|n| known.get(n).is_some_and(|p| *p > 0)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("topics {names:?} did not appear in the broker's metadata within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Topic name → partition count, from the broker's metadata.
+async fn topic_partitions(
+    producer: &FutureProducer,
+    brokers: &str,
+    timeout: Duration,
+) -> Result<BTreeMap<String, usize>> {
+    let p = producer.clone();
+    let md = tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, timeout))
+        .await?
+        .with_context(|| {
+            format!("Kafka broker at {brokers} is not reachable (is the stack up? `dev/stack up`)")
+        })?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len()))
+        .collect())
+}
+
+/// A finished delivery: topic index, attempt, the report (`Err(())` when the
+/// producer went away before reporting).
+type Done = (usize, u32, Result<OwnedDeliveryResult, ()>);
+
+struct Sender {
+    producer: FutureProducer,
+    topics: [String; 3],
+    inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    retries: VecDeque<(usize, Vec<u8>, Vec<u8>, u32)>,
+    acked: u64,
+    failed: u64,
+    retried: u64,
+    first_error: Option<String>,
+    partitions: [BTreeMap<i32, u64>; 3],
+}
+
+impl Sender {
+    /// Enqueues one message, waiting for room when librdkafka's queue is full.
+    async fn send(&mut self, idx: usize, key: &[u8], payload: &[u8], attempt: u32) {
+        loop {
+            let rec = FutureRecord::to(&self.topics[idx])
+                .key(key)
+                .payload(payload);
+            match self.producer.send_result(rec) {
+                Ok(f) => {
+                    self.inflight
+                        .push(Box::pin(f.map(move |r| (idx, attempt, r.map_err(|_| ())))));
+                    return;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    match self.inflight.next().await {
+                        Some(d) => self.complete(d),
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                Err((e, _)) => {
+                    self.fail(format!("enqueueing to {}: {e}", self.topics[idx]));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: String) {
+        self.failed += 1;
+        if self.first_error.is_none() {
+            tracing::error!(error = %e, "delivery failed");
+            self.first_error = Some(e);
+        }
+    }
+
+    fn complete(&mut self, (idx, attempt, r): Done) {
+        match r {
+            Ok(Ok(d)) => {
+                self.acked += 1;
+                *self.partitions[idx].entry(d.partition).or_default() += 1;
+            }
+            Ok(Err((e, msg))) => {
+                if attempt + 1 < MAX_ATTEMPTS {
+                    tracing::warn!(error = %e, topic = %self.topics[idx], attempt, "delivery failed, retrying");
+                    self.retried += 1;
+                    self.retries.push_back((
+                        idx,
+                        msg.key().unwrap_or_default().to_vec(),
+                        msg.payload().unwrap_or_default().to_vec(),
+                        attempt + 1,
+                    ));
+                } else {
+                    self.fail(format!(
+                        "delivery to {} failed after {MAX_ATTEMPTS} attempts: {e}",
+                        self.topics[idx]
+                    ));
+                }
+            }
+            Err(_) => self.fail("delivery report lost (producer shut down)".into()),
+        }
+    }
+
+    fn complete_ready(&mut self) {
+        while let Some(Some(d)) = self.inflight.next().now_or_never() {
+            self.complete(d);
+        }
+    }
+
+    async fn send_retries(&mut self) {
+        while let Some((idx, key, payload, attempt)) = self.retries.pop_front() {
+            self.send(idx, &key, &payload, attempt).await;
+        }
+    }
+}
+
+struct Progress {
+    on: bool,
+    start: Instant,
+    last: Instant,
+    last_acked: u64,
+    total: u64,
+}
+
+impl Progress {
+    fn tick(&mut self, sent: u64, acked: u64) {
+        if !self.on || self.last.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let now = Instant::now();
+        let rate = (acked - self.last_acked) as f64 / (now - self.last).as_secs_f64();
+        let avg = acked as f64 / (now - self.start).as_secs_f64().max(1e-9);
+        let eta = if avg > 0.0 {
+            format!("{:.0} s", (self.total - acked) as f64 / avg)
+        } else {
+            "?".into()
+        };
+        eprintln!(
+            "loadgen: sent {sent}/{} ({:.1}%), acked {acked}, {rate:.0} msg/s, ETA {eta}",
+            self.total,
+            100.0 * sent as f64 / self.total.max(1) as f64
+        );
+        self.last = now;
+        self.last_acked = acked;
+    }
+}
+
+/// Generates the run described by `params` into the topics of `cfg` and
+/// returns the manifest with its delivery section. Creates missing topics.
+/// Delivery failures do not make this an `Err`: check
+/// [`Manifest::ensure_delivered`] (so the manifest can still be written).
+pub async fn produce(cfg: &Config, params: &Params, opts: &SendOptions) -> Result<Manifest> {
+    params.validate()?;
+    let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
+        .create()
+        .context("creating the Kafka producer")?;
+    topic_partitions(&producer, &cfg.kafka.brokers, Duration::from_secs(10)).await?;
+    ensure_topics(cfg, &producer, opts.replication_factor).await?;
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(16);
+    let gen_params = params.clone();
+    let topics = cfg.topics.clone();
+    let generator = tokio::task::spawn_blocking(move || -> Result<ManifestBuilder> {
+        let mut b = ManifestBuilder::new(&gen_params, &topics);
+        let mut batch = Vec::with_capacity(BATCH);
+        for m in Generator::new(&gen_params)? {
+            b.observe(&m);
+            batch.push(m);
+            if batch.len() == BATCH {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.blocking_send(full).is_err() {
+                    bail!("the sender stopped");
+                }
+            }
+        }
+        if !batch.is_empty() && tx.blocking_send(batch).is_err() {
+            bail!("the sender stopped");
+        }
+        Ok(b)
+    });
+
+    let mut s = Sender {
+        producer: producer.clone(),
+        topics: TYPES.map(|t| cfg.topics.topic_for(t).to_owned()),
+        inflight: FuturesUnordered::new(),
+        retries: VecDeque::new(),
+        acked: 0,
+        failed: 0,
+        retried: 0,
+        first_error: None,
+        partitions: Default::default(),
+    };
+    let start = Instant::now();
+    let mut progress = Progress {
+        on: opts.progress,
+        start,
+        last: start,
+        last_acked: 0,
+        total: params.count,
+    };
+    let mut sent: u64 = 0;
+    let max_in_flight = opts.max_in_flight.max(1);
+    while let Some(batch) = rx.recv().await {
+        for m in batch {
+            if opts.rate > 0 {
+                let due = start + Duration::from_secs_f64(sent as f64 / opts.rate as f64);
+                if due > Instant::now() {
+                    s.complete_ready();
+                    progress.tick(sent, s.acked);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+            s.send(type_index(m.log_type), m.key.as_bytes(), &m.value, 0)
+                .await;
+            sent += 1;
+            while s.inflight.len() >= max_in_flight {
+                if let Some(d) = s.inflight.next().await {
+                    s.complete(d);
+                }
+            }
+            if !s.retries.is_empty() {
+                s.send_retries().await;
+            }
+        }
+        s.complete_ready();
+        progress.tick(sent, s.acked);
+    }
+    while !s.inflight.is_empty() || !s.retries.is_empty() {
+        s.send_retries().await;
+        if let Ok(Some(d)) =
+            tokio::time::timeout(Duration::from_millis(500), s.inflight.next()).await
+        {
+            s.complete(d);
+            s.complete_ready();
+        }
+        progress.tick(sent, s.acked);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let builder = generator.await.context("the generator thread panicked")??;
+    let mut manifest = builder.finish();
+    let bytes = manifest.totals.bytes;
+    manifest.delivery = Some(Delivery {
+        dry_run: false,
+        rate: opts.rate,
+        acked: s.acked,
+        failed: s.failed,
+        retried: s.retried,
+        first_error: s.first_error.clone(),
+        elapsed_s: elapsed,
+        msgs_per_s: s.acked as f64 / elapsed.max(1e-9),
+        mb_per_s: bytes as f64 / 1e6 / elapsed.max(1e-9),
+        partitions: s
+            .topics
+            .iter()
+            .cloned()
+            .zip(s.partitions.iter().cloned())
+            .filter(|(_, p)| !p.is_empty())
+            .collect(),
+    });
+    let _ = producer.flush(Duration::from_secs(5));
+    Ok(manifest)
+}
+
+/// Writes the stream to `out` instead of Kafka, one message per line:
+/// `topic TAB key TAB value` (the value is the raw bytes; it never contains a
+/// newline except the bad `empty` kind's bare `\n`).
+pub fn dry_run(params: &Params, cfg: &Config, out: &mut impl Write) -> Result<Manifest> {
+    let start = Instant::now();
+    let mut b = ManifestBuilder::new(params, &cfg.topics);
+    for m in Generator::new(params)? {
+        b.observe(&m);
+        out.write_all(m.topic(&cfg.topics).as_bytes())?;
+        out.write_all(b"\t")?;
+        out.write_all(m.key.as_bytes())?;
+        out.write_all(b"\t")?;
+        out.write_all(&m.value)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    let mut manifest = b.finish();
+    let elapsed = start.elapsed().as_secs_f64();
+    manifest.delivery = Some(Delivery {
+        dry_run: true,
+        elapsed_s: elapsed,
+        msgs_per_s: manifest.totals.messages as f64 / elapsed.max(1e-9),
+        mb_per_s: manifest.totals.bytes as f64 / 1e6 / elapsed.max(1e-9),
+        ..Delivery::default()
+    });
+    Ok(manifest)
+}
+
+/// The manifest of a run without sending anything.
+pub fn manifest_only(params: &Params, cfg: &Config) -> Result<Manifest> {
+    let mut b = ManifestBuilder::new(params, &cfg.topics);
+    for m in Generator::new(params)? {
+        b.observe(&m);
+    }
+    Ok(b.finish())
+}

@@ -1,0 +1,336 @@
+//! serde_json plumbing for the JSON forms.
+//!
+//! Lines are not deserialized into derived structs: serde's derive reports
+//! a wrong type or a missing field without saying which field in a form we
+//! can map to [`ParseError`]. Instead the object is collected into one loosely
+//! typed slot per known key ([`JVal`], strings borrowed from the input when
+//! they had no escapes) and the typed checks happen afterwards, where the
+//! field name is known.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use crate::{Extras, ParseError};
+
+/// A string that borrows from the input unless it had escapes. (serde's own
+/// `Cow<str>` impl always copies unless it is a `#[serde(borrow)]` field
+/// directly, which excludes map keys and `Option<Cow>`.)
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = CowStr<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(PhantomData))
+    }
+}
+
+/// One JSON value, typed just enough to validate it with a precise message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum JVal<'a> {
+    Str(Cow<'a, str>),
+    UInt(u64),
+    NegInt(i64),
+    Float(f64),
+    Bool(bool),
+    Null,
+    Array,
+    /// An object of strings (the extras), or the first key whose value was
+    /// not a string.
+    Object(Result<Extras<'a>, Cow<'a, str>>),
+}
+
+impl JVal<'_> {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            JVal::Str(_) => "a string",
+            JVal::UInt(_) | JVal::NegInt(_) => "an integer",
+            JVal::Float(_) => "a float",
+            JVal::Bool(_) => "a boolean",
+            JVal::Null => "null",
+            JVal::Array => "an array",
+            JVal::Object(_) => "an object",
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JVal<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = JVal<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JVal::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JVal::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JVal::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(JVal::UInt(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(u64::try_from(v).map_or(JVal::NegInt(v), JVal::UInt))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(JVal::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(JVal::Bool(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JVal::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(JVal::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(JVal::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                let mut non_string = None;
+                while let Some(CowStr(k)) = map.next_key::<CowStr>()? {
+                    match map.next_value::<Scalar>()? {
+                        Scalar::Str(v) if non_string.is_none() => pairs.push((k, v)),
+                        Scalar::Str(_) => {}
+                        _ => {
+                            non_string.get_or_insert(k);
+                        }
+                    }
+                }
+                Ok(JVal::Object(non_string.map_or(Ok(pairs), Err)))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// A leaf we care about (string or unsigned integer); anything else is
+/// skipped without building it. Also used for the envelope's kept fields.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    UInt(u64),
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Scalar<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Scalar::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::UInt(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("a negative integer"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("a float"))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("a boolean"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("null"))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Other("null"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Other("an object"))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+impl Scalar<'_> {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Str(_) => "a string",
+            Scalar::UInt(_) => "an unsigned integer",
+            Scalar::Other(kind) => kind,
+        }
+    }
+}
+
+/// `T` when the value is an object, else `NotObject`, so one odd top-level
+/// key (a line's own `"host":"web-1"`, say) does not fail the whole document.
+#[derive(Debug)]
+pub(crate) enum Obj<T> {
+    Obj(T),
+    NotObject,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj::Obj)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Obj::NotObject)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Obj::NotObject)
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+/// The known keys of one object, in the record's column order.
+pub(crate) struct Slots<'a, const N: usize> {
+    pub(crate) vals: [Option<JVal<'a>>; N],
+    /// The first key that occurred twice (a JSON object should not repeat keys,
+    /// and silently taking either value would hide a producer bug).
+    pub(crate) duplicate: Option<usize>,
+}
+
+struct SlotsSeed<const N: usize> {
+    names: &'static [&'static str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for SlotsSeed<N> {
+    type Value = Slots<'de, N>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for SlotsSeed<N> {
+    type Value = Slots<'de, N>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots = Slots {
+            vals: std::array::from_fn(|_| None),
+            duplicate: None,
+        };
+        while let Some(CowStr(key)) = map.next_key::<CowStr>()? {
+            match self.names.iter().position(|n| *n == key) {
+                Some(i) => {
+                    let v = map.next_value::<JVal>()?;
+                    if slots.vals[i].replace(v).is_some() {
+                        slots.duplicate.get_or_insert(i);
+                    }
+                }
+                // Unknown keys are ignored so producers can add fields first.
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(slots)
+    }
+}
+
+/// Reads one JSON object (and nothing after it but whitespace) into slots
+/// for `names`.
+pub(crate) fn parse_slots<'a, const N: usize>(
+    text: &'a str,
+    names: &'static [&'static str; N],
+) -> Result<Slots<'a, N>, ParseError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let slots = SlotsSeed { names }
+        .deserialize(&mut de)
+        .map_err(|e| invalid_json(text, &e))?;
+    de.end().map_err(|e| invalid_json(text, &e))?;
+    Ok(slots)
+}
+
+/// Maps a serde_json error to `InvalidJson` with a byte offset (serde_json
+/// reports a line and a 1-based column of the last byte it read).
+pub(crate) fn invalid_json(text: &str, e: &serde_json::Error) -> ParseError {
+    let line_start = if e.line() <= 1 {
+        0
+    } else {
+        memchr::memchr_iter(b'\n', text.as_bytes())
+            .nth(e.line() - 2)
+            .map_or(text.len(), |nl| nl + 1)
+    };
+    let offset = (line_start + e.column().saturating_sub(1)).min(text.len());
+    let mut detail = e.to_string();
+    // The position is in `offset` already; drop serde_json's " at line L column C".
+    if let Some(at) = detail.rfind(" at line ") {
+        detail.truncate(at);
+    }
+    ParseError::InvalidJson { offset, detail }
+}
+
+/// Where the key `"name"` first occurs in `text`: the offset reported for a
+/// bad JSON field (serde does not expose value positions, and this is exact
+/// unless the same quoted text occurs earlier inside a string value).
+pub(crate) fn key_offset(text: &str, name: &str) -> usize {
+    let mut pat = String::with_capacity(name.len() + 2);
+    pat.push('"');
+    pat.push_str(name);
+    pat.push('"');
+    memchr::memmem::find(text.as_bytes(), pat.as_bytes()).unwrap_or(0)
+}
