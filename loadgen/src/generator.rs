@@ -48,6 +48,8 @@ pub struct Message {
 }
 
 /// What a message is.
+// Bad lines are rare; boxing the common variant would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Kind {
     /// A valid line; the typed record it carries.
@@ -138,6 +140,14 @@ impl Generator {
     /// The virtual clock: event time of the next trace.
     fn clock_ms(&self) -> i64 {
         self.p.start_ms + (self.allocated as f64 * self.ms_per_event) as i64
+    }
+
+    /// True when no pending line comes before the next trace's start.
+    fn trace_due(&self) -> bool {
+        match self.heap.peek() {
+            None => true,
+            Some(p) => p.emit_ms >= self.clock_ms(),
+        }
     }
 
     fn generate_trace(&mut self) {
@@ -282,12 +292,7 @@ impl Iterator for Generator {
             self.bad_done += 1;
             self.bad()
         } else {
-            while self.allocated < self.good_budget
-                && self
-                    .heap
-                    .peek()
-                    .map_or(true, |p| p.emit_ms >= self.clock_ms())
-            {
+            while self.allocated < self.good_budget && self.trace_due() {
                 self.generate_trace();
             }
             self.good()

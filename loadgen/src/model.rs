@@ -155,7 +155,7 @@ impl HostRef {
     /// Whether this host writes JSON-form lines: some services do, and one in
     /// five tracker hosts runs a newer agent that does.
     pub fn json_lines(&self) -> bool {
-        self.svc.info().json_lines || (self.svc == Svc::Tracker && self.no % 5 == 0)
+        self.svc.info().json_lines || (self.svc == Svc::Tracker && matches!(self.no % 5, 0))
     }
     /// `log.file.path` of this host's log of type `t`.
     pub fn file_path(&self, t: LogType) -> String {

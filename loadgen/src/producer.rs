@@ -18,7 +18,8 @@ use common::Config;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
@@ -57,12 +58,29 @@ impl SendOptions {
     }
 }
 
+/// A client context that keeps quiet: the reachability probe reports its one
+/// clear error instead of librdkafka's stream of connection-refused lines.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _: RDKafkaLogLevel, _: &str, _: &str) {}
+    fn error(&self, _: KafkaError, _: &str) {}
+}
+
 /// Fails with a clear message unless the brokers answer within `timeout`.
 pub async fn check_reachable(cfg: &Config, timeout: Duration) -> Result<()> {
-    let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
-        .create()
-        .context("creating the Kafka producer")?;
-    topic_partitions(&producer, &cfg.kafka.brokers, timeout).await?;
+    let admin: AdminClient<Quiet> = common::kafka::client_config(&cfg.kafka)
+        .create_with_context(Quiet)
+        .context("creating the Kafka admin client")?;
+    let brokers = cfg.kafka.brokers.clone();
+    tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, timeout))
+        .await?
+        .with_context(|| {
+            format!(
+                "Kafka broker at {brokers} is not reachable within {timeout:?} \
+                 (is the stack up? `dev/stack up`)"
+            )
+        })?;
     Ok(())
 }
 
@@ -268,10 +286,10 @@ impl Progress {
 /// [`Manifest::ensure_delivered`] (so the manifest can still be written).
 pub async fn produce(cfg: &Config, params: &Params, opts: &SendOptions) -> Result<Manifest> {
     params.validate()?;
+    check_reachable(cfg, Duration::from_secs(10)).await?;
     let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
         .create()
         .context("creating the Kafka producer")?;
-    topic_partitions(&producer, &cfg.kafka.brokers, Duration::from_secs(10)).await?;
     ensure_topics(cfg, &producer, opts.replication_factor).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(16);

@@ -1,0 +1,206 @@
+//! The joiner's Prometheus metrics (SPEC §2.6), all in one registry served on
+//! `joiner.metrics_listen`, names prefixed `adlog_joiner_`.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    /// Messages read from Kafka, by topic.
+    pub consumed: IntCounterVec,
+    /// Messages skipped as malformed (ingest dead-letters them), by topic and reason.
+    pub invalid: IntCounterVec,
+    /// Joined events emitted (hits), by the side whose arrival completed the join.
+    pub joined: IntCounterVec,
+    /// Interactions that found no exposure (parked).
+    pub misses: IntCounter,
+    /// Interactions pushed to a park list (a replay of an already parked one is not counted).
+    pub parked: IntCounter,
+    /// Interactions dropped because their mark_id's park list was full.
+    pub park_overflow: IntCounter,
+    /// A partner existed but outside the window, by the side that arrived second.
+    pub out_of_window: IntCounterVec,
+    /// Events that found no partner within the window, counted by the sweeper, by side.
+    pub unmatched: IntCounterVec,
+    /// Due entries whose state had already expired when the sweeper looked
+    /// (the sweeper was behind by more than the TTL slack), by side.
+    pub unmatched_unknown: IntCounterVec,
+    /// Joined ids produced twice within one batch, dropped before producing.
+    pub batch_duplicates: IntCounter,
+    /// Stored values that could not be decoded (skipped).
+    pub decode_errors: IntCounter,
+    pub redis_roundtrip_seconds: Histogram,
+    pub redis_commands_per_batch: Histogram,
+    pub batch_messages: Histogram,
+    /// Failed attempts of a batch stage (`redis` or `produce`), each retried with backoff.
+    pub batch_retries: IntCounterVec,
+    pub redis_errors: IntCounterVec,
+    pub produced: IntCounterVec,
+    pub produce_errors: IntCounter,
+    pub commits: IntCounter,
+    pub commit_errors: IntCounter,
+    /// high watermark − committed position, by topic and partition.
+    pub consumer_lag: IntGaugeVec,
+    /// 1 while a batch is being retried (Redis or Kafka down) and the assignment is paused.
+    pub stalled: IntGauge,
+    /// Keys in Redis (DBSIZE, summed over masters) and used_memory: state size.
+    pub redis_keys: IntGauge,
+    pub redis_used_memory_bytes: IntGauge,
+    pub sweeps: IntCounter,
+    pub sweep_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("adlog_joiner".into()), None)
+            .expect("valid registry prefix");
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("unique metric");
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            reg(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            reg(Box::new(g.clone()));
+            g
+        };
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            reg(Box::new(h.clone()));
+            h
+        };
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "consumer_lag",
+                "Messages behind the partition's high watermark",
+            ),
+            &["topic", "partition"],
+        )
+        .expect("valid metric");
+        reg(Box::new(consumer_lag.clone()));
+        let m = Metrics {
+            consumed: counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
+            invalid: counter_vec(
+                "invalid_total",
+                "Malformed messages skipped (ingest dead-letters them)",
+                &["topic", "reason"],
+            ),
+            joined: counter_vec(
+                "joined_total",
+                "Joined events produced (hits), by the side that completed the join",
+                &["side"],
+            ),
+            misses: counter(
+                "misses_total",
+                "Interactions that found no exposure in Redis (parked until it arrives)",
+            ),
+            parked: counter("parked_total", "Interactions pushed to a park list"),
+            park_overflow: counter(
+                "park_overflow_total",
+                "Interactions dropped because the mark_id's park list was full",
+            ),
+            out_of_window: counter_vec(
+                "out_of_window_total",
+                "Partner found but outside the join window, by the side that arrived second",
+                &["side"],
+            ),
+            unmatched: counter_vec(
+                "unmatched_total",
+                "Events without a partner within the window (counted by the sweeper)",
+                &["side"],
+            ),
+            unmatched_unknown: counter_vec(
+                "unmatched_unknown_total",
+                "Due entries whose state had expired before the sweeper checked them",
+                &["side"],
+            ),
+            batch_duplicates: counter(
+                "batch_duplicates_total",
+                "Joined ids seen twice within one batch (produced once)",
+            ),
+            decode_errors: counter(
+                "state_decode_errors_total",
+                "Redis values that could not be decoded (skipped)",
+            ),
+            redis_roundtrip_seconds: hist(
+                "redis_roundtrip_seconds",
+                "Duration of one batch's Redis pipeline (all nodes)",
+                exponential_buckets(0.0001, 2.0, 18).expect("buckets"),
+            ),
+            redis_commands_per_batch: hist(
+                "redis_commands_per_batch",
+                "Redis commands in one batch's pipeline",
+                exponential_buckets(1.0, 4.0, 10).expect("buckets"),
+            ),
+            batch_messages: hist(
+                "batch_messages",
+                "Kafka messages per batch",
+                exponential_buckets(1.0, 4.0, 10).expect("buckets"),
+            ),
+            batch_retries: counter_vec(
+                "batch_retries_total",
+                "Failed attempts of a batch stage, retried with backoff",
+                &["stage"],
+            ),
+            redis_errors: counter_vec(
+                "redis_errors_total",
+                "Redis errors by kind (io, timeout, noscript, moved, server, ...)",
+                &["kind"],
+            ),
+            produced: counter_vec(
+                "produced_total",
+                "Events acknowledged by Kafka, by topic",
+                &["topic"],
+            ),
+            produce_errors: counter(
+                "produce_errors_total",
+                "Failed deliveries (retried with backoff)",
+            ),
+            commits: counter("commits_total", "Offset commits after acknowledged batches"),
+            commit_errors: counter("commit_errors_total", "Failed offset commits"),
+            consumer_lag,
+            stalled: gauge(
+                "stalled",
+                "1 while a batch is retried (Redis/Kafka down) and consumption is paused",
+            ),
+            redis_keys: gauge("redis_keys", "Keys in Redis (DBSIZE over all masters)"),
+            redis_used_memory_bytes: gauge(
+                "redis_used_memory_bytes",
+                "Redis used_memory (INFO memory, over all masters)",
+            ),
+            sweeps: counter("sweeps_total", "Sweeper passes"),
+            sweep_seconds: hist(
+                "sweep_seconds",
+                "Duration of one sweeper pass",
+                exponential_buckets(0.001, 2.0, 14).expect("buckets"),
+            ),
+            registry,
+        };
+        // Make the labelled series visible from the start (dashboards, alerts).
+        for side in ["exposure", "interaction"] {
+            m.joined.with_label_values(&[side]);
+            m.out_of_window.with_label_values(&[side]);
+            m.unmatched.with_label_values(&[side]);
+            m.unmatched_unknown.with_label_values(&[side]);
+        }
+        m
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,242 @@
+//! ingest against the real stack: exact row counts, dead letters with their
+//! reasons, rollups equal to raw counts, and exactness across kill -9 and a
+//! ClickHouse outage.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Config;
+use integration_tests::{clickhouse, count, drop_database, generate, migrate, test_config, Proc};
+use schemas::LogType;
+
+const RUN: &[&str] = &["run", "--stop-after-idle", "4"];
+
+/// Asserts every table holds exactly what the manifest says was sent, once.
+async fn assert_exact(cfg: &Config, m: &loadgen::Manifest) {
+    let ch = clickhouse(cfg);
+    let db = &cfg.clickhouse.database;
+    for (t, table) in [
+        (LogType::Request, "ods_request"),
+        (LogType::Exposure, "ods_exposure"),
+        (LogType::Interaction, "ods_interaction"),
+    ] {
+        let want = m.topic(t).expect("topic in manifest").counts.good;
+        let got = count(&ch, cfg, table, "").await;
+        assert_eq!(got, want, "{table}: rows vs. good {t} lines sent");
+        let distinct: u64 = ch
+            .query(&format!(
+                "SELECT uniqExact(_topic, _partition, _offset) FROM {db}.{table}"
+            ))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(distinct, got, "{table}: duplicated Kafka offsets");
+    }
+
+    // Dead letters: exactly the bad lines, by reason, each with its error text.
+    let dl = count(&ch, cfg, "dead_letter", "").await;
+    assert_eq!(dl, m.totals.bad, "dead letters vs. bad lines sent");
+    let rows: Vec<(String, u64)> = ch
+        .query(&format!(
+            "SELECT reason, count() FROM {db}.dead_letter GROUP BY reason ORDER BY reason"
+        ))
+        .fetch_all()
+        .await
+        .unwrap();
+    let got: BTreeMap<String, u64> = rows.into_iter().collect();
+    assert_eq!(got, m.bad_by_reason, "dead letters by reason");
+    assert_eq!(
+        count(&ch, cfg, "dead_letter", "error = '' OR reason = ''").await,
+        0,
+        "every dead letter says why"
+    );
+
+    // Rollups agree with the raw table.
+    let raw = count(&ch, cfg, "ods_request", "").await;
+    let edge = count(&ch, cfg, "ods_request", "caller = ''").await;
+    let r1s: u64 = ch
+        .query(&format!(
+            "SELECT countMerge(requests) FROM {db}.agg_request_1s"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(r1s, raw, "agg_request_1s total vs. ods_request");
+    let r1m: u64 = ch
+        .query(&format!(
+            "SELECT countMerge(requests) FROM {db}.agg_request_1m_psid"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(r1m, edge, "agg_request_1m_psid total vs. edge requests");
+    let hops: u64 = ch
+        .query(&format!("SELECT sum(hops) FROM {db}.agg_user_visits_1h"))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(hops, raw, "agg_user_visits_1h hops vs. ods_request");
+    let errors_raw = count(&ch, cfg, "ods_request", "status >= 500").await;
+    let errors_rollup: u64 = ch
+        .query(&format!("SELECT sumMerge(errors) FROM {db}.agg_request_1s"))
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(errors_rollup, errors_raw, "agg_request_1s errors vs. raw");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_rows_dead_letters_and_rollups_for_200k_events() {
+    let cfg = test_config("ingest_exact");
+    migrate(&cfg).unwrap();
+    let m = generate(&cfg, 200_000, 0).await.unwrap();
+    assert!(m.totals.bad > 1000, "the run includes bad lines");
+    let mut ingest = Proc::start("ingest", RUN, &cfg).unwrap();
+    let code = ingest.wait(Duration::from_secs(600)).unwrap();
+    assert_eq!(code, 0, "ingest exit code (log: {})", ingest.name);
+    assert_exact(&cfg, &m).await;
+    drop_database(&cfg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_three_times_mid_stream_loses_and_duplicates_nothing() {
+    let mut cfg = test_config("ingest_crash");
+    // Small, frequent batches: many inserts are in flight when the kill lands.
+    cfg.ingest.batch_max_rows = 3_000;
+    cfg.ingest.batch_max_wait_ms = 200;
+    migrate(&cfg).unwrap();
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 150_000, 15_000).await })
+    };
+    let mut killed_with_progress = 0;
+    for round in 0..3 {
+        let mut ingest = Proc::start("ingest", &["run"], &cfg).unwrap();
+        // Let it join the group and write some batches, then crash it.
+        let ch = clickhouse(&cfg);
+        let before = count(&ch, &cfg, "ods_request", "").await;
+        let start = Instant::now();
+        while count(&ch, &cfg, "ods_request", "").await <= before
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700 + 300 * round)).await;
+        if count(&ch, &cfg, "ods_request", "").await > before {
+            killed_with_progress += 1;
+        }
+        ingest.kill9();
+    }
+    assert_eq!(
+        killed_with_progress, 3,
+        "each round wrote rows before the kill"
+    );
+    let m = gen.await.unwrap().unwrap();
+    let mut ingest = Proc::start("ingest", RUN, &cfg).unwrap();
+    assert_eq!(ingest.wait(Duration::from_secs(600)).unwrap(), 0);
+    assert_exact(&cfg, &m).await;
+    drop_database(&cfg).await;
+}
+
+/// A ClickHouse server of this test's own (the shared one must stay up for the
+/// other tests), started and stopped with the project's `dev/stack`.
+struct OwnClickHouse {
+    env: Vec<(String, String)>,
+    http_port: u16,
+}
+
+impl OwnClickHouse {
+    fn stack(&self, verb: &str) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let out = Command::new(root.join("dev/stack"))
+            .args([verb, "clickhouse"])
+            .envs(self.env.clone())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "dev/stack {verb} clickhouse: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start() -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let state = root.join("target").join("outage-clickhouse");
+        let http_port = 18_123;
+        let s = OwnClickHouse {
+            env: vec![
+                ("ADLOG_STATE_DIR".into(), state.display().to_string()),
+                ("ADLOG_CH_HTTP_PORT".into(), http_port.to_string()),
+                ("ADLOG_CH_TCP_PORT".into(), "19000".into()),
+                ("ADLOG_CH_INTERSERVER_PORT".into(), "19009".into()),
+            ],
+            http_port,
+        };
+        s.stack("up");
+        s
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.stack("down");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
+    let own = OwnClickHouse::start();
+    let mut cfg = test_config("ingest_outage");
+    cfg.clickhouse.url = format!("http://127.0.0.1:{}", own.http_port);
+    cfg.ingest.retry_max_ms = 2_000;
+    migrate(&cfg).unwrap();
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 120_000, 4_000).await })
+    };
+    let mut ingest = Proc::start("ingest", RUN, &cfg).unwrap();
+    let ch = clickhouse(&cfg);
+    let start = Instant::now();
+    while count(&ch, &cfg, "ods_request", "").await == 0
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    own.stack("down");
+    let down_at = Instant::now();
+    let mut peak_rss_kib = 0;
+    while down_at.elapsed() < Duration::from_secs(20) {
+        peak_rss_kib = peak_rss_kib.max(ingest.rss_kib());
+        assert!(
+            ingest.child.try_wait().unwrap().is_none(),
+            "ingest must keep running while ClickHouse is down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    own.stack("up");
+    let m = gen.await.unwrap().unwrap();
+    while ingest.child.try_wait().unwrap().is_none() {
+        peak_rss_kib = peak_rss_kib.max(ingest.rss_kib());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            down_at.elapsed() < Duration::from_secs(600),
+            "ingest did not finish"
+        );
+    }
+    assert_eq!(ingest.wait(Duration::from_secs(1)).unwrap(), 0);
+    assert_exact(&cfg, &m).await;
+    // The stated bound (ARCHITECTURE.md, invariant 4) for this configuration is
+    // far below this; 256 MiB leaves room for the allocator and librdkafka.
+    eprintln!("peak RSS during the outage: {} MiB", peak_rss_kib / 1024);
+    assert!(
+        peak_rss_kib > 0 && peak_rss_kib < 256 * 1024,
+        "peak RSS {peak_rss_kib} KiB"
+    );
+}
