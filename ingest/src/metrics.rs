@@ -155,3 +155,56 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Estimates quantile `q` of a histogram the way Prometheus'
+/// `histogram_quantile` does: linear interpolation inside the bucket that
+/// holds the rank. `None` when the histogram is empty.
+pub fn histogram_quantile(h: &Histogram, q: f64) -> Option<f64> {
+    use prometheus::core::Collector;
+    let fam = h.collect();
+    let m = fam.first()?.get_metric().first()?;
+    let hist = m.get_histogram();
+    let total = hist.get_sample_count();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let (mut prev_bound, mut prev_count) = (0.0, 0u64);
+    for b in hist.get_bucket() {
+        let (bound, count) = (b.upper_bound(), b.cumulative_count());
+        if count as f64 >= rank {
+            let in_bucket = (count - prev_count) as f64;
+            let frac = if in_bucket > 0.0 {
+                (rank - prev_count as f64) / in_bucket
+            } else {
+                0.0
+            };
+            return Some(prev_bound + (bound - prev_bound) * frac);
+        }
+        prev_bound = bound;
+        prev_count = count;
+    }
+    // Above the largest finite bucket: report that bound (a lower bound).
+    Some(prev_bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_within_buckets() {
+        let m = Metrics::new();
+        assert_eq!(histogram_quantile(&m.freshness_seconds, 0.5), None);
+        for _ in 0..50 {
+            m.freshness_seconds.observe(0.07); // bucket (0.05, 0.1]
+        }
+        for _ in 0..50 {
+            m.freshness_seconds.observe(0.3); // bucket (0.25, 0.5]
+        }
+        let p50 = histogram_quantile(&m.freshness_seconds, 0.5).unwrap();
+        assert!((p50 - 0.1).abs() < 1e-9, "{p50}");
+        let p99 = histogram_quantile(&m.freshness_seconds, 0.99).unwrap();
+        assert!(p99 > 0.25 && p99 <= 0.5, "{p99}");
+    }
+}

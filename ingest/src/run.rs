@@ -185,7 +185,7 @@ fn consumed_total(m: &Metrics) -> u64 {
 
 fn print_summary(m: &Metrics) {
     use prometheus::core::Collector;
-    let sum_by = |c: &prometheus::IntCounterVec| -> Vec<(String, u64)> {
+    let by_label = |c: &prometheus::IntCounterVec| -> Vec<(String, u64)> {
         c.collect()
             .iter()
             .flat_map(|f| {
@@ -195,16 +195,36 @@ fn print_summary(m: &Metrics) {
                         .iter()
                         .map(|l| l.value().to_string())
                         .collect();
-                    (labels.join("/"), m.get_counter().value() as u64)
+                    (labels.join(" "), m.get_counter().value() as u64)
                 })
             })
             .collect()
     };
+    let q = |x| {
+        crate::metrics::histogram_quantile(&m.freshness_seconds, x)
+            .map_or("-".to_string(), |v| format!("{v:.2}s"))
+    };
+    let events = m.freshness_events.get();
+    let within = if events > 0 {
+        format!(
+            "{:.1}%",
+            100.0 * m.freshness_within_target.get() as f64 / events as f64
+        )
+    } else {
+        "-".into()
+    };
+    let mut inserted = by_label(&m.inserted);
+    inserted.sort();
+    let mut dead = by_label(&m.dead_letters);
+    dead.sort();
     info!(
         consumed = consumed_total(m),
-        inserted = ?sum_by(&m.inserted),
-        dead_letters = ?sum_by(&m.dead_letters),
-        skipped_recovered = ?sum_by(&m.skipped_recovered),
+        inserted = ?inserted,
+        dead_letters = dead.iter().map(|(_, n)| n).sum::<u64>(),
+        skipped_recovered = ?by_label(&m.skipped_recovered),
+        freshness_p50 = %q(0.5),
+        freshness_p99 = %q(0.99),
+        freshness_within_target = %within,
         "ingest stopped"
     );
 }

@@ -1,3 +1,51 @@
-fn main() {
-    println!("not yet");
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exposure × interaction joiner of the ad-log pipeline (Kafka → Redis → Kafka).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (see adlog.toml); ADLOG_* environment variables override it.
+    #[arg(long, global = true, env = "ADLOG_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Consume the exposure and interaction topics and produce joined events
+    /// until SIGTERM/SIGINT (the batch in flight is finished and committed).
+    Run {
+        /// Baseline for benchmarks: one Redis round trip per command, no
+        /// pipelining, the record's JSON line as state.
+        #[arg(long)]
+        naive: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = (|| {
+        let cfg = common::Config::load(cli.config.as_deref())?;
+        common::logging::init(&cfg.log);
+        match cli.command {
+            Command::Run { naive } => joiner::run(
+                cfg,
+                joiner::Options {
+                    naive,
+                    handle_signals: true,
+                },
+                joiner::Shutdown::new(),
+            ),
+        }
+    })();
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("joiner: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

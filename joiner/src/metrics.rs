@@ -55,8 +55,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new_custom(Some("adlog_joiner".into()), None)
-            .expect("valid registry prefix");
+        let registry =
+            Registry::new_custom(Some("adlog_joiner".into()), None).expect("valid registry prefix");
         let reg = |c: Box<dyn prometheus::core::Collector>| {
             registry.register(c).expect("unique metric");
         };

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, Value};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -40,7 +40,7 @@ impl Commands {
 
     /// Adds `cmd`, routed by `key` (its first key).
     pub fn push(&mut self, key: &[u8], cmd: Cmd) {
-        self.slots.push(Slot::for_key(key).into());
+        self.slots.push(key_slot(key));
         self.pipe.add_command(cmd);
     }
 
@@ -53,38 +53,30 @@ impl Commands {
     }
 }
 
-trait SlotNumber {
-    fn into_u16(self) -> u16;
-}
-
-impl From<Slot> for u16Slot {
-    fn from(s: Slot) -> Self {
-        u16Slot(slot_number(s))
+/// The Redis Cluster slot of a key: CRC16-XMODEM of its hash tag (the first
+/// non-empty `{…}`) or of the whole key, mod 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then_some(&rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &b in tagged {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
     }
-}
-
-#[allow(non_camel_case_types)]
-struct u16Slot(u16);
-
-impl From<u16Slot> for u16 {
-    fn from(s: u16Slot) -> u16 {
-        s.0
-    }
-}
-
-impl SlotNumber for Slot {
-    fn into_u16(self) -> u16 {
-        slot_number(self)
-    }
-}
-
-/// The slot number (`Slot` keeps it private; its Debug form is `Slot(n)`).
-fn slot_number(s: Slot) -> u16 {
-    let dbg = format!("{s:?}");
-    dbg.trim_start_matches("Slot(")
-        .trim_end_matches(')')
-        .parse()
-        .unwrap_or(0)
+    crc % SLOTS as u16
 }
 
 /// Why an attempt failed; every variant is worth retrying after a backoff.
@@ -174,7 +166,10 @@ impl Store {
                 .await
                 .with_context(|| format!("connecting to the Redis Cluster at {nodes:?}"))?;
             let map = fetch_slot_map(&mut conn.clone()).await?;
-            info!(masters = map.masters.len(), "connected to the Redis Cluster");
+            info!(
+                masters = map.masters.len(),
+                "connected to the Redis Cluster"
+            );
             Conn::Cluster {
                 conn,
                 map: Mutex::new(map),
@@ -209,8 +204,8 @@ impl Store {
         let mut cmds = Vec::new();
         for s in self.scripts.all() {
             let mut c = redis::cmd("SCRIPT");
-            c.arg("LOAD").arg(script_source(s));
-            cmds.push((s.get_hash().to_owned(), c));
+            c.arg("LOAD").arg(&s.source);
+            cmds.push((s.sha.clone(), c));
         }
         for (sha, c) in cmds {
             for v in self.on_every_master(&c).await? {
@@ -291,7 +286,10 @@ impl Store {
                 if let Value::ServerError(se) = v {
                     if let Some(kind) = reply_error_kind(se.code()) {
                         if worst.is_none() || kind != "noscript" {
-                            worst = Some((kind, format!("{} {}", se.code(), se.details().unwrap_or(""))));
+                            worst = Some((
+                                kind,
+                                format!("{} {}", se.code(), se.details().unwrap_or("")),
+                            ));
                         }
                     }
                 }
@@ -302,7 +300,9 @@ impl Store {
                     self.metrics.redis_errors.with_label_values(&[kind]).inc();
                     match kind {
                         "noscript" if !reloaded => {
-                            warn!("Redis lost the joiner's scripts (restart or failover?): reloading");
+                            warn!(
+                                "Redis lost the joiner's scripts (restart or failover?): reloading"
+                            );
                             self.load_scripts().await?;
                             reloaded = true;
                             continue;
@@ -328,8 +328,9 @@ impl Store {
                 // Split by master, keeping each command's index.
                 let (groups, reps) = {
                     let map = map.lock().await;
-                    let mut groups: Vec<(Pipeline, Vec<usize>)> =
-                        (0..map.masters.len()).map(|_| (Pipeline::new(), Vec::new())).collect();
+                    let mut groups: Vec<(Pipeline, Vec<usize>)> = (0..map.masters.len())
+                        .map(|_| (Pipeline::new(), Vec::new()))
+                        .collect();
                     for (i, (cmd, slot)) in cmds.pipe.cmd_iter().zip(&cmds.slots).enumerate() {
                         let m = usize::from(map.by_slot[usize::from(*slot)]);
                         groups[m].0.add_command(cmd.clone());
@@ -375,10 +376,15 @@ impl Store {
         if let Conn::Cluster { conn, map } = &self.conn {
             match fetch_slot_map(&mut conn.clone()).await {
                 Ok(m) => {
-                    info!(masters = m.masters.len(), "refreshed the Redis Cluster slot map");
+                    info!(
+                        masters = m.masters.len(),
+                        "refreshed the Redis Cluster slot map"
+                    );
                     *map.lock().await = m;
                 }
-                Err(e) => warn!(error = %format!("{e:#}"), "refreshing the Redis Cluster slot map failed"),
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "refreshing the Redis Cluster slot map failed")
+                }
             }
         }
     }
@@ -415,20 +421,6 @@ pub fn info_field(text: &str, name: &str) -> Option<u64> {
     })
 }
 
-fn script_source(s: &redis::Script) -> String {
-    // redis::Script keeps its source private; the Scripts struct builds them
-    // from known sources, so look them up by hash.
-    let all = [
-        format!("{}{}", crate::state::lua_ts(), crate::state::EXPOSURE_LUA),
-        format!("{}{}", crate::state::lua_ts(), crate::state::INTERACTION_LUA),
-        crate::state::ZREM_DUE_LUA.to_owned(),
-        crate::state::UNLOCK_LUA.to_owned(),
-    ];
-    all.into_iter()
-        .find(|src| redis::Script::new(src).get_hash() == s.get_hash())
-        .expect("script built from a known source")
-}
-
 async fn fetch_slot_map(conn: &mut ClusterConnection) -> anyhow::Result<SlotMap> {
     let v = conn
         .route_command(
@@ -454,9 +446,14 @@ async fn fetch_slot_map(conn: &mut ClusterConnection) -> anyhow::Result<SlotMap>
             Some(Value::SimpleString(h)) => h.clone(),
             _ => continue,
         };
-        let Some(Value::Int(port)) = node.get(1) else { continue };
+        let Some(Value::Int(port)) = node.get(1) else {
+            continue;
+        };
         let (start, end, port) = (*start as u16, *end as u16, *port as u16);
-        let idx = match masters.iter().position(|(h, p, _)| *h == host && *p == port) {
+        let idx = match masters
+            .iter()
+            .position(|(h, p, _)| *h == host && *p == port)
+        {
             Some(i) => i,
             None => {
                 masters.push((host, port, start));
@@ -486,5 +483,36 @@ pub fn bulk(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slot_matches_redis() {
+        // Known values from the Redis Cluster specification / CLUSTER KEYSLOT.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 0x31C3 % 16384);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        for k in ["jx:{m-1}", "p:jp:{m-2}", "{}", "a{b", "x}{y}", "jd:x:3"] {
+            assert_eq!(
+                format!("Slot({})", key_slot(k.as_bytes())),
+                format!("{:?}", redis::cluster_routing::Slot::for_key(k)),
+                "{k}"
+            );
+        }
+    }
+
+    #[test]
+    fn info_and_redaction() {
+        let info = "# Memory\r\nused_memory:123456\r\nused_memory_human:120.56K\r\n";
+        assert_eq!(info_field(info, "used_memory"), Some(123456));
+        assert_eq!(info_field(info, "nope"), None);
+        assert_eq!(redacted("redis://:secret@h:6379/0"), "redis://***@h:6379/0");
+        assert_eq!(redacted("redis://h:6379"), "redis://h:6379");
     }
 }

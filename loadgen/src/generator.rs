@@ -73,10 +73,12 @@ impl Message {
     }
 }
 
+/// A heap entry: the stream position of a planned line kept in the slab
+/// (small entries keep the heap's sifting cheap).
 struct Pending {
     emit_ms: i64,
     seq: u64,
-    planned: Planned,
+    slot: u32,
 }
 
 impl PartialEq for Pending {
@@ -97,12 +99,24 @@ impl Ord for Pending {
     }
 }
 
+/// One log file on one host, as Filebeat tracks it.
+struct Source {
+    host: String,
+    path: String,
+    idc: &'static str,
+    /// Byte offset of the next line.
+    offset: u64,
+}
+
 /// The stream of messages: an iterator of exactly `params.count` [`Message`]s.
 pub struct Generator {
     p: Params,
     rng: ChaCha8Rng,
     model: Model,
     heap: BinaryHeap<Pending>,
+    /// Planned lines by slot, and the free slots.
+    slab: Vec<Option<Planned>>,
+    free: Vec<u32>,
     push_seq: u64,
     ms_per_event: f64,
     good_budget: u64,
@@ -110,7 +124,7 @@ pub struct Generator {
     bad_total: u64,
     bad_done: u64,
     emitted: u64,
-    offsets: HashMap<(HostRef, LogType), u64>,
+    sources: HashMap<(HostRef, LogType), Source>,
     scratch: Vec<Planned>,
     line: String,
 }
@@ -123,6 +137,8 @@ impl Generator {
             rng: ChaCha8Rng::seed_from_u64(p.seed),
             model: Model::new(p),
             heap: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             push_seq: 0,
             ms_per_event: 1000.0 / p.event_rate,
             good_budget: p.good_count(),
@@ -130,7 +146,7 @@ impl Generator {
             bad_total: p.bad_count().min(p.count),
             bad_done: 0,
             emitted: 0,
-            offsets: HashMap::new(),
+            sources: HashMap::new(),
             scratch: Vec::with_capacity(32),
             line: String::with_capacity(512),
             p: p.clone(),
@@ -159,10 +175,21 @@ impl Generator {
         self.allocated += self.scratch.len() as u64;
         for planned in self.scratch.drain(..) {
             self.push_seq += 1;
+            let emit_ms = planned.emit_ms;
+            let slot = match self.free.pop() {
+                Some(i) => {
+                    self.slab[i as usize] = Some(planned);
+                    i
+                }
+                None => {
+                    self.slab.push(Some(planned));
+                    (self.slab.len() - 1) as u32
+                }
+            };
             self.heap.push(Pending {
-                emit_ms: planned.emit_ms,
+                emit_ms,
                 seq: self.push_seq,
-                planned,
+                slot,
             });
         }
     }
@@ -177,20 +204,25 @@ impl Generator {
         bare: bool,
         log_type: &str,
     ) -> Vec<u8> {
-        let offset = self.offsets.entry((host, t)).or_insert(0);
-        let at = *offset;
-        *offset += line.len() as u64 + 1;
+        let src = self.sources.entry((host, t)).or_insert_with(|| Source {
+            host: host.name(),
+            path: host.file_path(t),
+            idc: host.idc(),
+            offset: 0,
+        });
+        let at = src.offset;
+        src.offset += line.len() as u64 + 1;
         if bare {
             return line.as_bytes().to_vec();
         }
         let env = Envelope {
             read_ts_ms: Some(ts + self.rng.random_range(1..=800)),
             message: Cow::Borrowed(line),
-            host: Some(Cow::Owned(host.name())),
-            file_path: Some(Cow::Owned(host.file_path(t))),
+            host: Some(Cow::Borrowed(&src.host)),
+            file_path: Some(Cow::Borrowed(&src.path)),
             file_offset: Some(at),
             log_type: Some(Cow::Borrowed(log_type)),
-            idc: Some(Cow::Borrowed(host.idc())),
+            idc: Some(Cow::Borrowed(src.idc)),
             bare: false,
         };
         let mut out = String::with_capacity(line.len() + 320);
@@ -199,11 +231,14 @@ impl Generator {
     }
 
     fn good(&mut self) -> Message {
-        let Pending { planned, .. } = self
+        let Pending { slot, .. } = self
             .heap
             .pop()
             .expect("a good event is pending while the good budget is not used up");
-        let Planned { line, host, .. } = planned;
+        let Planned { line, host, .. } = self.slab[slot as usize]
+            .take()
+            .expect("a heap entry points at a planned line");
+        self.free.push(slot);
         let t = line.log_type();
         let mut text = std::mem::take(&mut self.line);
         text.clear();

@@ -1,0 +1,320 @@
+//! One batch's join: the Redis commands for its events and what their replies
+//! mean (joined events to produce, metrics). No I/O here.
+//!
+//! Per event, one `EVALSHA` of the side's script (see [`crate::state`]). Per
+//! batch, one `ZADD` per due-zset shard and side with every mark_id of the
+//! batch (the sweeper's schedule): exposures update their due time (a replay
+//! extends it together with the state's TTL), interactions only add theirs
+//! (`NX`: the first one schedules the check; the sweeper reschedules while
+//! the park list is still being extended). In the naive baseline every
+//! command is its own round trip and every event has its own `ZADD`.
+
+use std::collections::{HashMap, HashSet};
+
+use redis::Value;
+use schemas::{Exposure, Interaction, Joined};
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::output::OutRecord;
+use crate::state::{self, due_shard, Encoding, Keys, Scripts, Side};
+use crate::store::{bulk, Commands};
+
+/// A parsed event of the batch.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Exposure(Exposure<'static>),
+    Interaction(Interaction<'static>),
+}
+
+impl Event {
+    pub fn mark_id(&self) -> &str {
+        match self {
+            Event::Exposure(e) => &e.mark_id,
+            Event::Interaction(i) => &i.mark_id,
+        }
+    }
+}
+
+/// The join's parameters.
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    pub keys: Keys,
+    pub scripts: Scripts,
+    pub window_ms: i64,
+    /// TTL of the state and of the park lists (window + slack).
+    pub ttl_ms: i64,
+    pub max_parked: usize,
+    pub encoding: Encoding,
+    /// One command per event (and no per-shard grouping of the due ZADDs).
+    pub naive: bool,
+    pub joined_topic: String,
+}
+
+impl JoinParams {
+    pub fn from_config(cfg: &common::Config, naive: bool) -> anyhow::Result<JoinParams> {
+        let j = &cfg.joiner;
+        anyhow::ensure!(j.window_s > 0, "joiner.window_s must be positive");
+        anyhow::ensure!(
+            j.max_parked_per_mark > 0,
+            "joiner.max_parked_per_mark must be positive"
+        );
+        Ok(JoinParams {
+            keys: Keys::new(&j.key_prefix)?,
+            scripts: Scripts::new(),
+            window_ms: j.window_s as i64 * 1000,
+            ttl_ms: (j.window_s + j.state_ttl_slack_s) as i64 * 1000,
+            max_parked: j.max_parked_per_mark,
+            encoding: if naive {
+                Encoding::Verbose
+            } else {
+                Encoding::Compact
+            },
+            naive,
+            joined_topic: cfg.topics.joined.clone(),
+        })
+    }
+
+    /// The commands for `events`, as one pipeline (or, naive, one per command).
+    pub fn commands(&self, events: &[Event], now_ms: i64) -> Vec<Commands> {
+        let mut out = vec![Commands::new()];
+        let due = now_ms + self.window_ms;
+        let mut zadds: HashMap<(Side, u32), Vec<&str>> = HashMap::new();
+        let mut buf = Vec::with_capacity(128);
+        let ttl = self.ttl_ms.to_string();
+        let window = self.window_ms.to_string();
+        let max_parked = self.max_parked.to_string();
+        for ev in events {
+            let m = ev.mark_id();
+            let (kx, kp) = (self.keys.exposure(m), self.keys.parked(m));
+            let (cmd, side) = match ev {
+                Event::Exposure(e) => {
+                    state::encode_exposure(e, self.encoding, &mut buf);
+                    let c = state::evalsha(
+                        &self.scripts.exposure,
+                        &[kx.as_bytes(), kp.as_bytes()],
+                        &[&buf, ttl.as_bytes(), window.as_bytes()],
+                    );
+                    (c, Side::Exposure)
+                }
+                Event::Interaction(i) => {
+                    state::encode_interaction(i, self.encoding, &mut buf);
+                    let c = state::evalsha(
+                        &self.scripts.interaction,
+                        &[kx.as_bytes(), kp.as_bytes()],
+                        &[
+                            &buf,
+                            ttl.as_bytes(),
+                            window.as_bytes(),
+                            max_parked.as_bytes(),
+                        ],
+                    );
+                    (c, Side::Interaction)
+                }
+            };
+            if self.naive {
+                let mut c = Commands::new();
+                c.push(kx.as_bytes(), cmd);
+                out.push(c);
+                let key = self.keys.due(side, due_shard(m));
+                let mut z = redis::cmd("ZADD");
+                z.arg(&key);
+                if side == Side::Interaction {
+                    z.arg("NX");
+                }
+                z.arg(due).arg(m);
+                let mut c = Commands::new();
+                c.push(key.as_bytes(), z);
+                out.push(c);
+            } else {
+                out[0].push(kx.as_bytes(), cmd);
+                zadds.entry((side, due_shard(m))).or_default().push(m);
+            }
+        }
+        let mut zadds: Vec<_> = zadds.into_iter().collect();
+        zadds.sort_by_key(|((side, shard), _)| (side.tag(), *shard));
+        for ((side, shard), members) in zadds {
+            let key = self.keys.due(side, shard);
+            let mut z = redis::cmd("ZADD");
+            z.arg(&key);
+            if side == Side::Interaction {
+                z.arg("NX");
+            }
+            for m in members {
+                z.arg(due).arg(m);
+            }
+            out[0].push(key.as_bytes(), z);
+        }
+        out.retain(|c| !c.is_empty());
+        out
+    }
+
+    /// Interprets the replies (one per command, in the order of
+    /// [`commands`](Self::commands), concatenated) into the joined events to
+    /// produce, deduplicated by joined_id, and counts the outcome.
+    pub fn outcome(
+        &self,
+        events: &[Event],
+        replies: &[Value],
+        metrics: &Metrics,
+    ) -> Vec<OutRecord> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let stride = if self.naive { 2 } else { 1 };
+        let mut emit = |j: Joined<'_>, side: Side, out: &mut Vec<OutRecord>| {
+            if !seen.insert(j.joined_id) {
+                metrics.batch_duplicates.inc();
+                return;
+            }
+            metrics.joined.with_label_values(&[side.as_str()]).inc();
+            let mut payload = String::with_capacity(400);
+            j.write_json(&mut payload);
+            out.push(OutRecord {
+                topic: self.joined_topic.clone(),
+                key: j.mark_id.to_string(),
+                payload,
+            });
+        };
+        for (n, ev) in events.iter().enumerate() {
+            let Some(reply) = replies.get(n * stride) else {
+                break;
+            };
+            if let Value::ServerError(e) = reply {
+                metrics.redis_errors.with_label_values(&["command"]).inc();
+                warn!(mark_id = ev.mark_id(), error = ?e, "Redis rejected a join script; event skipped");
+                continue;
+            }
+            match ev {
+                Event::Exposure(e) => {
+                    let Value::Array(parked) = reply else {
+                        metrics.decode_errors.inc();
+                        continue;
+                    };
+                    for p in parked {
+                        let Some(i) =
+                            bulk(p).and_then(|b| state::decode_interaction(&e.mark_id, b).ok())
+                        else {
+                            metrics.decode_errors.inc();
+                            continue;
+                        };
+                        if state::in_window(e.ts_ms, i.ts_ms, self.window_ms) {
+                            emit(Joined::from_pair(e, &i), Side::Exposure, &mut out);
+                        } else {
+                            metrics.out_of_window.with_label_values(&["exposure"]).inc();
+                        }
+                    }
+                }
+                Event::Interaction(i) => match reply {
+                    Value::BulkString(b) => match state::decode_exposure(&i.mark_id, b) {
+                        Ok(st) => {
+                            if state::in_window(st.exposure.ts_ms, i.ts_ms, self.window_ms) {
+                                emit(
+                                    Joined::from_pair(&st.exposure, i),
+                                    Side::Interaction,
+                                    &mut out,
+                                );
+                            } else {
+                                metrics
+                                    .out_of_window
+                                    .with_label_values(&["interaction"])
+                                    .inc();
+                            }
+                        }
+                        Err(_) => metrics.decode_errors.inc(),
+                    },
+                    Value::Int(code) => {
+                        metrics.misses.inc();
+                        match code {
+                            0 => metrics.parked.inc(),
+                            2 => metrics.park_overflow.inc(),
+                            _ => {}
+                        }
+                    }
+                    _ => metrics.decode_errors.inc(),
+                },
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(naive: bool) -> JoinParams {
+        JoinParams::from_config(&common::Config::default(), naive).unwrap()
+    }
+
+    fn ev_x(m: &str, ts: i64) -> Event {
+        let line = format!("{ts}\t{m}\tt1\t1\t2\t3\t4\t5\tios\t1.5");
+        Event::Exposure(Exposure::parse(&line).unwrap().into_owned())
+    }
+
+    fn ev_i(m: &str, ts: i64, action: &str) -> Event {
+        let line = format!("{ts}\t{m}\tt2\t1\t{action}\t");
+        Event::Interaction(Interaction::parse(&line).unwrap().into_owned())
+    }
+
+    #[test]
+    fn one_pipeline_with_grouped_zadds() {
+        let p = params(false);
+        let evs = vec![ev_x("a", 1000), ev_i("a", 2000, "click"), ev_x("b", 1000)];
+        let cmds = p.commands(&evs, 0);
+        assert_eq!(cmds.len(), 1);
+        // 3 scripts + ZADDs: one per (side, shard) used.
+        let shards: HashSet<(u32, &str)> = [
+            (due_shard("a"), "x"),
+            (due_shard("a"), "i"),
+            (due_shard("b"), "x"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(cmds[0].len(), 3 + shards.len());
+        let naive = params(true).commands(&evs, 0);
+        assert_eq!(naive.len(), 6, "naive: script + ZADD per event, each alone");
+    }
+
+    #[test]
+    fn replies_become_joined_events_deduplicated() {
+        let p = params(false);
+        let metrics = Metrics::new();
+        let x = ev_x("a", 1_000);
+        let Event::Exposure(xe) = &x else {
+            unreachable!()
+        };
+        let mut state = Vec::new();
+        state::encode_exposure(xe, Encoding::Compact, &mut state);
+        let i1 = ev_i("a", 2_000, "click");
+        let Event::Interaction(ie) = &i1 else {
+            unreachable!()
+        };
+        let mut parked = Vec::new();
+        state::encode_interaction(ie, Encoding::Compact, &mut parked);
+        let late = ev_i("a", 1_000 + 3_600_001, "like");
+        let evs = vec![x.clone(), i1.clone(), late, ev_i("z", 5, "click")];
+        let replies = vec![
+            // The exposure found the click parked; the click itself (replayed
+            // in the same batch) found the exposure: one joined event.
+            Value::Array(vec![Value::BulkString(parked)]),
+            Value::BulkString(state.clone()),
+            Value::BulkString(state),
+            Value::Int(0),
+        ];
+        let out = p.outcome(&evs, &replies, &metrics);
+        assert_eq!(out.len(), 1);
+        let j = Joined::parse(&out[0].payload).unwrap();
+        assert_eq!(j.joined_id, Joined::from_pair(xe, ie).joined_id);
+        assert_eq!(out[0].key, "a");
+        assert_eq!(metrics.batch_duplicates.get(), 1);
+        assert_eq!(
+            metrics
+                .out_of_window
+                .with_label_values(&["interaction"])
+                .get(),
+            1
+        );
+        assert_eq!(metrics.misses.get(), 1);
+        assert_eq!(metrics.parked.get(), 1);
+    }
+}

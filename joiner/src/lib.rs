@@ -1,0 +1,203 @@
+//! The joiner: exposures × interactions by mark_id, through Redis, into the
+//! `joined` topic (SPEC §2.3). See `joiner/README.md` for the design.
+//!
+//! Modules: [`state`] (keys, compact encoding, window rule, Lua scripts),
+//! [`store`] (Redis / Redis Cluster, one round trip per node per batch),
+//! [`join`] (a batch's commands and what the replies mean), [`worker`] (the
+//! consumer thread: batches, retries, commits, rebalances), [`output`]
+//! (producing joined events), [`sweeper`] (unmatched events after the window),
+//! [`metrics`].
+
+pub mod join;
+pub mod metrics;
+pub mod output;
+pub mod state;
+pub mod store;
+pub mod sweeper;
+pub mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use common::backoff::Backoff;
+use common::Config;
+use tracing::{info, warn};
+
+use crate::join::JoinParams;
+use crate::metrics::Metrics;
+use crate::output::Output;
+use crate::store::Store;
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The baseline: one Redis round trip per command, the record's JSON as state.
+    pub naive: bool,
+    /// Install SIGTERM/SIGINT handlers that trigger the graceful shutdown.
+    pub handle_signals: bool,
+}
+
+/// A handle to stop a running joiner (graceful: the batch in flight finishes,
+/// offsets are committed).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    at: Arc<AtomicU64>,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn trigger(&self) {
+        let _ = self.at.compare_exchange(
+            0,
+            worker::now_ms().max(1) as u64,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.flag.store(true, Ordering::Release);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+/// Runs the joiner until `shutdown` is triggered (or a signal, with
+/// `handle_signals`). Blocks; builds its own tokio runtime.
+pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("joiner-rt")
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    let metrics = Metrics::new();
+    let join = Arc::new(JoinParams::from_config(&cfg, opts.naive)?);
+
+    if opts.handle_signals {
+        let s = shutdown.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                warn!("cannot install signal handlers");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+            }
+            s.trigger();
+        });
+    }
+
+    let (store, output) = rt.block_on(async {
+        let (addr, _server) = common::metrics::serve(&cfg.joiner.metrics_listen, metrics.registry.clone()).await?;
+        info!(%addr, "metrics on /metrics");
+        let timeout = Duration::from_millis(cfg.joiner.redis_timeout_ms.max(100));
+        let mut backoff = Backoff::new(
+            Duration::from_millis(cfg.joiner.retry_min_ms),
+            Duration::from_millis(cfg.joiner.retry_max_ms),
+        );
+        let store = loop {
+            match Store::connect(&cfg.redis, timeout, metrics.clone()).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    if shutdown.is_triggered() {
+                        return Err(e);
+                    }
+                    let d = backoff.next_delay();
+                    warn!(error = %format!("{e:#}"), retry_in_ms = d.as_millis() as u64, "Redis not ready; retrying");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        };
+        let mut topics = vec![cfg.topics.joined.as_str()];
+        if cfg.joiner.emit_unmatched {
+            topics.push(cfg.topics.unmatched.as_str());
+        }
+        output::ensure_topics(&cfg, &topics).await?;
+        let output = Output::new(&cfg, metrics.clone())?;
+        anyhow::Ok((Arc::new(store), Arc::new(output)))
+    })?;
+    info!(
+        window_s = cfg.joiner.window_s,
+        cluster = cfg.redis.cluster,
+        redis = %store::redacted(&cfg.redis.url),
+        naive = opts.naive,
+        "joiner started"
+    );
+
+    let sweeper = sweeper::Sweeper {
+        store: store.clone(),
+        output: output.clone(),
+        metrics: metrics.clone(),
+        keys: join.keys.clone(),
+        window_ms: join.window_ms,
+        slack_ms: cfg.joiner.state_ttl_slack_s as i64 * 1000,
+        interval: Duration::from_millis(cfg.joiner.sweep_interval_ms.max(100)),
+        batch: cfg.joiner.sweep_batch.max(1),
+        emit_topic: cfg
+            .joiner
+            .emit_unmatched
+            .then(|| cfg.topics.unmatched.clone()),
+        token: format!("{}-{}", std::process::id(), worker::now_ms()),
+    };
+    let sweep_task = rt.spawn(sweeper.run(shutdown.flag.clone()));
+    let stats_task = rt.spawn(sweeper::sample_redis(
+        store.clone(),
+        metrics.clone(),
+        Duration::from_secs(cfg.joiner.redis_stats_interval_s.max(1)),
+        shutdown.flag.clone(),
+    ));
+
+    let mut threads = Vec::new();
+    for id in 0..cfg.joiner.consumers.max(1) {
+        let w = worker::Worker {
+            cfg: cfg.clone(),
+            id,
+            join: join.clone(),
+            store: store.clone(),
+            output: output.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown.flag.clone(),
+            shutdown_at: shutdown.at.clone(),
+            rt: rt.handle().clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("joiner-consumer-{id}"))
+                .spawn(move || w.run())
+                .context("spawning a consumer thread")?,
+        );
+    }
+    let mut result = Ok(());
+    for t in threads {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                result = Err(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                result = Err(anyhow::anyhow!("a consumer thread panicked"));
+            }
+        }
+    }
+    shutdown.trigger();
+    rt.block_on(async {
+        let _ = sweep_task.await;
+        let _ = stats_task.await;
+    });
+    output.flush(Duration::from_secs(5));
+    info!("joiner stopped");
+    result
+}

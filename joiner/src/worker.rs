@@ -1,0 +1,697 @@
+//! One consumer thread: a member of `kafka.joiner_group` over the exposure and
+//! interaction topics. Any worker may own any partition: all state is in Redis.
+//!
+//! ```text
+//! poll ─▶ parse (invalid: counted, skipped) ─▶ collecting batch (≤ batch_max, ≤ batch_max_wait_ms)
+//!   sealed batch ─▶ task on the runtime: Redis pipeline (retried) ─▶ produce joined (retried)
+//!                   ─▶ acked offsets ─▶ consumer thread commits
+//! ```
+//!
+//! Invariants:
+//! - an offset is committed only after the Redis pipeline of its batch
+//!   succeeded and every joined event of the batch was acknowledged by Kafka;
+//! - one batch in flight and one being collected (bounded memory); if the
+//!   batch in flight takes longer than [`STALL_AFTER`] (Redis or Kafka down or
+//!   slow), the assignment is paused and the thread keeps polling (group
+//!   membership, rebalances) until the batch is done;
+//! - batches run one after another, so two events of one partition reach
+//!   Redis in partition order;
+//! - on revocation the batch in flight may finish (bounded wait) and the
+//!   acknowledged offsets are committed synchronously; messages of revoked
+//!   partitions that were only collected are dropped (the next owner reads them).
+//!   Re-running any batch is harmless: the scripts are idempotent and joined ids
+//!   deterministic.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use common::backoff::Backoff;
+use common::Config;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use schemas::{Envelope, Exposure, Interaction, LogType};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+use crate::join::{Event, JoinParams};
+use crate::metrics::Metrics;
+use crate::output::Output;
+use crate::store::Store;
+
+type Tp = (Arc<str>, i32);
+
+/// How long the consumer thread waits for the batch in flight before it
+/// pauses its assignment and polls while waiting.
+pub const STALL_AFTER: Duration = Duration::from_secs(2);
+/// How long a revocation waits for the batch in flight.
+const REVOKE_GRACE: Duration = Duration::from_secs(15);
+
+/// State shared by the consumer thread, its rebalance callbacks and the batch task.
+pub struct Shared {
+    /// Owned partitions and the generation of their assignment.
+    owned: Mutex<HashMap<Tp, u64>>,
+    generation: AtomicU64,
+    /// Next offset to commit per partition (work acknowledged), and whether committed.
+    acked: Mutex<HashMap<Tp, (i64, bool)>>,
+    inflight: AtomicBool,
+    events: Mutex<Vec<Rebal>>,
+    metrics: Metrics,
+}
+
+enum Rebal {
+    Assigned(Vec<Tp>),
+    Revoked(Vec<Tp>),
+}
+
+impl Shared {
+    /// Records a finished batch's offsets for the partitions still owned by
+    /// the same assignment.
+    fn ack(&self, offsets: &HashMap<Tp, (i64, u64)>) {
+        let owned = self.owned.lock().expect("owned lock");
+        let mut acked = self.acked.lock().expect("acked lock");
+        for (tp, (next, gen)) in offsets {
+            if owned.get(tp) == Some(gen) {
+                let e = acked.entry(tp.clone()).or_insert((-1, true));
+                if *next > e.0 {
+                    *e = (*next, false);
+                }
+            }
+        }
+    }
+
+    fn still_owned(&self, offsets: &HashMap<Tp, (i64, u64)>) -> bool {
+        let owned = self.owned.lock().expect("owned lock");
+        offsets
+            .iter()
+            .any(|(tp, (_, gen))| owned.get(tp) == Some(gen))
+    }
+}
+
+pub struct Ctx {
+    shared: Arc<Shared>,
+}
+
+fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
+        .collect()
+}
+
+fn fmt_tps(tps: &[Tp]) -> Vec<String> {
+    tps.iter().map(|(t, p)| format!("{t}/{p}")).collect()
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, ps) in &t.partitions {
+                if *p >= 0 && ps.consumer_lag >= 0 {
+                    self.shared
+                        .metrics
+                        .consumer_lag
+                        .with_label_values(&[topic, &p.to_string()])
+                        .set(ps.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let revoked = tps(tpl);
+        // Let the batch in flight finish so that its offsets are committed
+        // before the next owner starts (fewer replays); bounded.
+        let deadline = Instant::now() + REVOKE_GRACE;
+        while self.shared.inflight.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        commit_acked(consumer, &self.shared, Some(&revoked), CommitMode::Sync);
+        {
+            let mut owned = self.shared.owned.lock().expect("owned lock");
+            let mut acked = self.shared.acked.lock().expect("acked lock");
+            for tp in &revoked {
+                owned.remove(tp);
+                acked.remove(tp);
+            }
+        }
+        info!(partitions = ?fmt_tps(&revoked), "partitions revoked");
+        self.shared
+            .events
+            .lock()
+            .expect("events lock")
+            .push(Rebal::Revoked(revoked));
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let assigned = tps(tpl);
+            let gen = self.shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            {
+                let mut owned = self.shared.owned.lock().expect("owned lock");
+                for tp in &assigned {
+                    owned.insert(tp.clone(), gen);
+                }
+            }
+            info!(partitions = ?fmt_tps(&assigned), "partitions assigned");
+            self.shared
+                .events
+                .lock()
+                .expect("events lock")
+                .push(Rebal::Assigned(assigned));
+        }
+    }
+}
+
+/// Commits the acknowledged offsets not yet committed (of `only`, if given).
+fn commit_acked(
+    consumer: &BaseConsumer<Ctx>,
+    shared: &Shared,
+    only: Option<&[Tp]>,
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::new();
+    let mut due = Vec::new();
+    {
+        let acked = shared.acked.lock().expect("acked lock");
+        for (tp, (next, committed)) in acked.iter() {
+            if *committed || *next < 0 || only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*next));
+            due.push((tp.clone(), *next));
+        }
+    }
+    if due.is_empty() {
+        return;
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {
+            shared.metrics.commits.inc();
+            let mut acked = shared.acked.lock().expect("acked lock");
+            for (tp, next) in due {
+                if let Some(e) = acked.get_mut(&tp) {
+                    if e.0 == next {
+                        e.1 = true;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            shared.metrics.commit_errors.inc();
+            warn!(error = %e, "offset commit failed; will retry");
+        }
+    }
+}
+
+/// A batch being collected: per partition its events, the next offset and
+/// the assignment generation its messages were read under.
+struct Batch {
+    parts: HashMap<Tp, PartBatch>,
+    messages: usize,
+    started: Instant,
+}
+
+struct PartBatch {
+    events: Vec<Event>,
+    messages: usize,
+    next: i64,
+    gen: u64,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            parts: HashMap::new(),
+            messages: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Forgets the messages of revoked partitions (not processed, not
+    /// committed: their next owner reads them).
+    fn drop_partitions(&mut self, revoked: &[Tp]) {
+        for tp in revoked {
+            if let Some(p) = self.parts.remove(tp) {
+                self.messages -= p.messages;
+            }
+        }
+    }
+
+    fn seal(self) -> Sealed {
+        let mut events = Vec::with_capacity(self.parts.values().map(|p| p.events.len()).sum());
+        let mut offsets = HashMap::with_capacity(self.parts.len());
+        for (tp, p) in self.parts {
+            events.extend(p.events);
+            offsets.insert(tp, (p.next, p.gen));
+        }
+        Sealed {
+            events,
+            offsets,
+            messages: self.messages,
+        }
+    }
+}
+
+/// A batch handed to the batch task.
+struct Sealed {
+    events: Vec<Event>,
+    offsets: HashMap<Tp, (i64, u64)>,
+    messages: usize,
+}
+
+/// Everything a consumer thread needs.
+pub struct Worker {
+    pub cfg: Config,
+    pub id: usize,
+    pub join: Arc<JoinParams>,
+    pub store: Arc<Store>,
+    pub output: Arc<Output>,
+    pub metrics: Metrics,
+    pub shutdown: Arc<AtomicBool>,
+    /// When the shutdown began (ms since the epoch; 0 = running).
+    pub shutdown_at: Arc<AtomicU64>,
+    pub rt: Handle,
+}
+
+/// What the batch task reports.
+struct Done {
+    ok: bool,
+}
+
+impl Worker {
+    pub fn run(self) -> anyhow::Result<()> {
+        let shared = Arc::new(Shared {
+            owned: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            acked: Mutex::new(HashMap::new()),
+            inflight: AtomicBool::new(false),
+            events: Mutex::new(Vec::new()),
+            metrics: self.metrics.clone(),
+        });
+        let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.joiner_group);
+        cc.set("statistics.interval.ms", "5000")
+            .set("queued.max.messages.kbytes", "16384")
+            .set("client.id", format!("adlog-joiner-{}", self.id));
+        for (k, v) in &self.cfg.kafka.properties {
+            cc.set(k, v);
+        }
+        let consumer: BaseConsumer<Ctx> = cc
+            .create_with_context(Ctx {
+                shared: shared.clone(),
+            })
+            .with_context(|| format!("creating Kafka consumer for {}", self.cfg.kafka.brokers))?;
+        let topics = [
+            self.cfg.topics.exposure.as_str(),
+            self.cfg.topics.interaction.as_str(),
+        ];
+        consumer
+            .subscribe(&topics)
+            .with_context(|| format!("subscribing to {topics:?}"))?;
+        info!(worker = self.id, topics = ?topics, naive = self.join.naive, "joining");
+
+        let batch_max = self.cfg.joiner.batch_max.max(1);
+        let max_wait = Duration::from_millis(self.cfg.joiner.batch_max_wait_ms);
+        // Messages below this offset were already taken into a batch (guards
+        // redelivery after pause/resume).
+        let mut next_offset: HashMap<Tp, i64> = HashMap::new();
+        let mut collecting = Batch::new();
+        let mut inflight: Option<oneshot::Receiver<Done>> = None;
+        let mut last_commit = Instant::now();
+
+        while !self.shutdown.load(Ordering::Acquire) {
+            if collecting.messages < batch_max {
+                let wait = if collecting.messages == 0 {
+                    Duration::from_millis(100)
+                } else {
+                    max_wait
+                        .saturating_sub(collecting.started.elapsed())
+                        .min(Duration::from_millis(100))
+                };
+                match consumer.poll(wait) {
+                    Some(Ok(msg)) => self.take(&msg, &shared, &mut collecting, &mut next_offset),
+                    Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
+                    None => {}
+                }
+            }
+            self.apply_rebalances(&shared, &mut collecting, &mut next_offset);
+
+            if let Some(rx) = inflight.as_mut() {
+                if let Ok(done) = rx.try_recv() {
+                    inflight = None;
+                    self.finished(&consumer, &shared, done);
+                    last_commit = Instant::now();
+                }
+            }
+            let due = collecting.messages >= batch_max
+                || (collecting.messages > 0 && collecting.started.elapsed() >= max_wait);
+            if due {
+                if let Some(rx) = inflight.take() {
+                    // The next batch is ready but the previous one is still
+                    // running: wait for it (pausing consumption if it stalls).
+                    let done = self.wait_stalled(
+                        &consumer,
+                        &shared,
+                        rx,
+                        &mut collecting,
+                        &mut next_offset,
+                    );
+                    self.finished(&consumer, &shared, done);
+                }
+                if self.shutdown.load(Ordering::Acquire) {
+                    break;
+                }
+                if collecting.messages > 0 {
+                    let batch = std::mem::replace(&mut collecting, Batch::new());
+                    inflight = Some(self.spawn_batch(batch.seal(), &shared));
+                } else {
+                    collecting = Batch::new();
+                }
+            }
+            if last_commit.elapsed() >= Duration::from_millis(500) {
+                commit_acked(&consumer, &shared, None, CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+
+        info!(
+            worker = self.id,
+            "shutting down: finishing the batch in flight"
+        );
+        if let Some(rx) = inflight.take() {
+            if let Ok(done) = self.rt.block_on(rx) {
+                if !done.ok {
+                    warn!(
+                        worker = self.id,
+                        "the batch in flight was abandoned; it will be replayed"
+                    );
+                }
+            }
+        }
+        commit_acked(&consumer, &shared, None, CommitMode::Sync);
+        consumer.unsubscribe();
+        info!(worker = self.id, "stopped");
+        Ok(())
+    }
+
+    fn finished(&self, consumer: &BaseConsumer<Ctx>, shared: &Shared, done: Done) {
+        if done.ok {
+            commit_acked(consumer, shared, None, CommitMode::Async);
+        }
+    }
+
+    /// Parses one message into the collecting batch.
+    fn take(
+        &self,
+        msg: &BorrowedMessage<'_>,
+        shared: &Shared,
+        batch: &mut Batch,
+        next_offset: &mut HashMap<Tp, i64>,
+    ) {
+        let tp: Tp = (Arc::from(msg.topic()), msg.partition());
+        let Some(gen) = shared.owned.lock().expect("owned lock").get(&tp).copied() else {
+            debug!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                "message of a partition not owned; ignored"
+            );
+            return;
+        };
+        let offset = msg.offset();
+        if offset < next_offset.get(&tp).copied().unwrap_or(-1) {
+            return;
+        }
+        next_offset.insert(tp.clone(), offset + 1);
+        if batch.messages == 0 {
+            batch.started = Instant::now();
+        }
+        batch.messages += 1;
+        let part = batch.parts.entry(tp).or_insert_with(|| PartBatch {
+            events: Vec::new(),
+            messages: 0,
+            next: -1,
+            gen,
+        });
+        part.messages += 1;
+        part.next = offset + 1;
+        part.gen = gen;
+        self.metrics
+            .consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
+        match parse(&self.cfg, msg.topic(), msg.payload().unwrap_or_default()) {
+            Ok(ev) => part.events.push(ev),
+            Err(reason) => {
+                self.metrics
+                    .invalid
+                    .with_label_values(&[msg.topic(), reason])
+                    .inc();
+            }
+        }
+    }
+
+    fn apply_rebalances(
+        &self,
+        shared: &Shared,
+        collecting: &mut Batch,
+        next_offset: &mut HashMap<Tp, i64>,
+    ) {
+        let events = std::mem::take(&mut *shared.events.lock().expect("events lock"));
+        for ev in events {
+            let tps = match ev {
+                Rebal::Revoked(tps) => {
+                    collecting.drop_partitions(&tps);
+                    tps
+                }
+                Rebal::Assigned(tps) => tps,
+            };
+            for tp in &tps {
+                next_offset.remove(tp);
+            }
+        }
+    }
+
+    /// Waits for the batch in flight; after [`STALL_AFTER`] pauses the
+    /// assignment and keeps polling until it is done (on shutdown the batch
+    /// task gives up after the grace period).
+    fn wait_stalled(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        shared: &Shared,
+        mut rx: oneshot::Receiver<Done>,
+        collecting: &mut Batch,
+        next_offset: &mut HashMap<Tp, i64>,
+    ) -> Done {
+        let quick = self
+            .rt
+            .block_on(async { tokio::time::timeout(STALL_AFTER, &mut rx).await });
+        match quick {
+            Ok(Ok(done)) => return done,
+            Ok(Err(_)) => return Done { ok: false },
+            Err(_) => {}
+        }
+        warn!(
+            worker = self.id,
+            "batch in flight is slow (Redis or Kafka down?): pausing consumption"
+        );
+        self.metrics.stalled.set(1);
+        let mut paused = self.pause_all(consumer);
+        let done = loop {
+            match rx.try_recv() {
+                Ok(done) => break done,
+                Err(oneshot::error::TryRecvError::Closed) => break Done { ok: false },
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(msg)) => self.take(&msg, shared, collecting, next_offset),
+                Some(Err(e)) => debug!(error = %e, "Kafka consumer error while paused"),
+                None => {}
+            }
+            let before = shared.generation.load(Ordering::Acquire);
+            self.apply_rebalances(shared, collecting, next_offset);
+            if shared.generation.load(Ordering::Acquire) != before {
+                paused = self.pause_all(consumer);
+            }
+        };
+        if let Ok(a) = consumer.assignment() {
+            if let Err(e) = consumer.resume(&a) {
+                warn!(error = %e, "resume failed");
+            }
+        } else if let Err(e) = consumer.resume(&paused) {
+            warn!(error = %e, "resume failed");
+        }
+        self.metrics.stalled.set(0);
+        info!(
+            worker = self.id,
+            ok = done.ok,
+            "batch in flight done: consumption resumed"
+        );
+        done
+    }
+
+    fn pause_all(&self, consumer: &BaseConsumer<Ctx>) -> TopicPartitionList {
+        match consumer.assignment() {
+            Ok(a) => {
+                if a.count() > 0 {
+                    if let Err(e) = consumer.pause(&a) {
+                        warn!(error = %e, "pause failed");
+                    }
+                }
+                a
+            }
+            Err(_) => TopicPartitionList::new(),
+        }
+    }
+
+    fn spawn_batch(&self, batch: Sealed, shared: &Arc<Shared>) -> oneshot::Receiver<Done> {
+        let (tx, rx) = oneshot::channel();
+        shared.inflight.store(true, Ordering::Release);
+        self.metrics.batch_messages.observe(batch.messages as f64);
+        let ctx = BatchCtx {
+            join: self.join.clone(),
+            store: self.store.clone(),
+            output: self.output.clone(),
+            metrics: self.metrics.clone(),
+            shutdown_at: self.shutdown_at.clone(),
+            grace: Duration::from_secs(self.cfg.joiner.shutdown_grace_s),
+            retry_min: Duration::from_millis(self.cfg.joiner.retry_min_ms),
+            retry_max: Duration::from_millis(self.cfg.joiner.retry_max_ms),
+        };
+        let shared = shared.clone();
+        self.rt.spawn(async move {
+            let ok = ctx.process(&batch, &shared).await;
+            if ok {
+                shared.ack(&batch.offsets);
+            }
+            shared.inflight.store(false, Ordering::Release);
+            let _ = tx.send(Done { ok });
+        });
+        rx
+    }
+}
+
+struct BatchCtx {
+    join: Arc<JoinParams>,
+    store: Arc<Store>,
+    output: Arc<Output>,
+    metrics: Metrics,
+    shutdown_at: Arc<AtomicU64>,
+    grace: Duration,
+    retry_min: Duration,
+    retry_max: Duration,
+}
+
+impl BatchCtx {
+    /// Give up retrying: the shutdown grace period is over, or every
+    /// partition of the batch was revoked (its next owner replays it).
+    fn give_up(&self, batch: &Sealed, shared: &Shared) -> bool {
+        let at = self.shutdown_at.load(Ordering::Acquire);
+        let expired = at > 0 && now_ms().saturating_sub(at as i64) > self.grace.as_millis() as i64;
+        expired || (!batch.offsets.is_empty() && !shared.still_owned(&batch.offsets))
+    }
+
+    /// Redis pipeline then produce, each retried with backoff until it
+    /// succeeds. `false` if abandoned (see [`give_up`](Self::give_up)).
+    async fn process(&self, batch: &Sealed, shared: &Shared) -> bool {
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+        let mut records = loop {
+            match self.redis_stage(&batch.events).await {
+                Ok(records) => break records,
+                Err(e) => {
+                    self.metrics
+                        .batch_retries
+                        .with_label_values(&["redis"])
+                        .inc();
+                    if self.give_up(batch, shared) {
+                        return false;
+                    }
+                    let d = backoff.next_delay();
+                    warn!(error = %e, retry_in_ms = d.as_millis() as u64, attempt = backoff.attempts(),
+                          "Redis step of a batch failed; retrying the batch");
+                    tokio::time::sleep(d).await;
+                }
+            }
+        };
+        backoff.reset();
+        while !records.is_empty() {
+            records = self.output.send_all(records).await;
+            if records.is_empty() {
+                break;
+            }
+            self.metrics
+                .batch_retries
+                .with_label_values(&["produce"])
+                .inc();
+            if self.give_up(batch, shared) {
+                return false;
+            }
+            let d = backoff.next_delay();
+            warn!(
+                failed = records.len(),
+                retry_in_ms = d.as_millis() as u64,
+                "producing joined events failed; retrying them"
+            );
+            tokio::time::sleep(d).await;
+        }
+        true
+    }
+
+    async fn redis_stage(
+        &self,
+        events: &[Event],
+    ) -> Result<Vec<crate::output::OutRecord>, crate::store::StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds = self.join.commands(events, now_ms());
+        let mut replies = Vec::new();
+        let mut n = 0;
+        for c in &cmds {
+            n += c.len();
+            replies.extend(self.store.exec(c).await?);
+        }
+        self.metrics.redis_commands_per_batch.observe(n as f64);
+        Ok(self.join.outcome(events, &replies, &self.metrics))
+    }
+}
+
+/// Envelope → log type (the topic's, overridden by `fields.log_type`) → the
+/// exposure or interaction. Errors are the reason label.
+pub fn parse(cfg: &Config, topic: &str, payload: &[u8]) -> Result<Event, &'static str> {
+    if payload.len() > cfg.joiner.max_message_bytes {
+        return Err("too_large");
+    }
+    let env = Envelope::parse(payload).map_err(|e| e.reason())?;
+    let t = match &env.log_type {
+        Some(name) => name.parse::<LogType>().map_err(|_| "unknown_log_type")?,
+        None => cfg.topics.log_type_of(topic).ok_or("unknown_log_type")?,
+    };
+    let line: &str = &env.message;
+    match t {
+        LogType::Exposure => Exposure::parse(line)
+            .map(|e| Event::Exposure(e.into_owned()))
+            .map_err(|e| e.reason()),
+        LogType::Interaction => Interaction::parse(line)
+            .map(|i| Event::Interaction(i.into_owned()))
+            .map_err(|e| e.reason()),
+        LogType::Request | LogType::Joined => Err("other_log_type"),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
