@@ -7,9 +7,10 @@ Every message becomes one JSONEachRow row
 (the value decoded as UTF-8 with invalid bytes replaced by U+FFFD). Rows are
 batched (--batch rows) and each batch is piped into its own
     clickhouse-client --port PORT --query "INSERT INTO DB.kafka_raw FORMAT JSONEachRow"
-process. One insert is in flight while the next batch is being consumed (so the
-Python process and ClickHouse work in parallel); a batch's offsets are committed
-synchronously once its clickhouse-client exited 0. A failed insert is fatal
+process (run under /usr/bin/time to measure it). One insert is in flight while
+the next batch is being consumed (so the Python process and ClickHouse work in
+parallel); a batch's offsets are committed synchronously once its
+clickhouse-client exited 0. A failed insert is fatal
 (exit 1) -- the offsets stay uncommitted.
 
 Stops after --stop-after-idle seconds without a message (and nothing in flight)
@@ -42,6 +43,9 @@ def main():
     ap.add_argument("--session-timeout-ms", default="6000")
     ap.add_argument("--heartbeat-interval-ms", default="500")
     ap.add_argument("--summary", required=True)
+    ap.add_argument("--client-times", required=True,
+                    help="file that /usr/bin/time appends each clickhouse-client's "
+                         "'maxrss_kib utime stime wall' to")
     a = ap.parse_args()
 
     consumer = Consumer({
@@ -51,9 +55,14 @@ def main():
         "auto.offset.reset": "earliest",
         "session.timeout.ms": a.session_timeout_ms,
         "heartbeat.interval.ms": a.heartbeat_interval_ms,
+        # The same prefetch bound as the ingest worker (librdkafka's default is 64 MiB).
+        "queued.max.messages.kbytes": 32768,
     })
     consumer.subscribe(a.topics.split(","))
-    insert = ["clickhouse-client", "--host", a.ch_host, "--port", str(a.ch_port),
+    # /usr/bin/time measures each clickhouse-client exactly (its peak RSS as
+    # well: the RUSAGE_CHILDREN peak of a forked child starts at our own RSS).
+    insert = ["/usr/bin/time", "-a", "-o", a.client_times, "-f", "%M %U %S %e",
+              "clickhouse-client", "--host", a.ch_host, "--port", str(a.ch_port),
               "--query", f"INSERT INTO {a.database}.kafka_raw FORMAT JSONEachRow"]
     dumps = json.JSONEncoder(ensure_ascii=False).encode
 

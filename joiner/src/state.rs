@@ -162,7 +162,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 fn is_packable_hex(s: &str) -> bool {
     !s.is_empty()
-        && s.len() % 2 == 0
+        && s.len() & 1 == 0
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -256,6 +256,11 @@ impl Batch {
             events.extend(p.events);
             offsets.insert(tp, (p.next, p.gen));
         }
+        // Exposures first: an interaction whose exposure is in the same batch
+        // then finds it instead of being parked (the join is symmetric, so the
+        // result is the same either way; this only saves park-list writes).
+        // The sort is stable: each side keeps its partition order.
+        events.sort_by_key(|e| matches!(e, Event::Interaction(_)));
         Sealed {
             events,
             offsets,

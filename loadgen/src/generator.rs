@@ -258,9 +258,10 @@ impl Generator {
 
     fn bad(&mut self) -> Message {
         let r = self.rng.random::<f64>();
-        let t = if r < 0.6 {
+        // Roughly the good traffic's mix, so each topic's bad share is similar.
+        let t = if r < 0.75 {
             LogType::Request
-        } else if r < 0.8 {
+        } else if r < 0.88 {
             LogType::Exposure
         } else {
             LogType::Interaction

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -22,7 +23,7 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::future_producer::{DeliveryFuture, OwnedDeliveryResult};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::generator::{Generator, Message};
@@ -162,10 +163,27 @@ async fn topic_partitions(
 /// producer went away before reporting).
 type Done = (usize, u32, Result<OwnedDeliveryResult, ()>);
 
+/// A delivery future tagged with what is needed to count or retry it (no
+/// boxing: one of these per message in flight).
+struct Tagged {
+    delivery: DeliveryFuture,
+    idx: usize,
+    attempt: u32,
+}
+
+impl Future for Tagged {
+    type Output = Done;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Done> {
+        Pin::new(&mut self.delivery)
+            .poll(cx)
+            .map(|r| (self.idx, self.attempt, r.map_err(|_| ())))
+    }
+}
+
 struct Sender {
     producer: FutureProducer,
     topics: [String; 3],
-    inflight: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>,
+    inflight: FuturesUnordered<Tagged>,
     retries: VecDeque<(usize, Vec<u8>, Vec<u8>, u32)>,
     acked: u64,
     failed: u64,
@@ -183,8 +201,11 @@ impl Sender {
                 .payload(payload);
             match self.producer.send_result(rec) {
                 Ok(f) => {
-                    self.inflight
-                        .push(Box::pin(f.map(move |r| (idx, attempt, r.map_err(|_| ())))));
+                    self.inflight.push(Tagged {
+                        delivery: f,
+                        idx,
+                        attempt,
+                    });
                     return;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -1,0 +1,584 @@
+//! The joiner against the real broker and Redis: the distinct set of joined ids
+//! on the joined topic must equal the load generator's expected pairs exactly
+//! (none missing, none extra, every event's fields right; copies on the topic
+//! are allowed, they collapse by joined_id), with one joiner, two at once, a
+//! kill -9 mid-stream, a Redis restart mid-stream and a 3-master Redis Cluster.
+//!
+//! Each test has its own topics, consumer group and Redis key prefix, so tests
+//! run in parallel. The joiner runs as the real binary (`target/debug/joiner
+//! run --config <file>`). Needs `dev/stack up` (Kafka, Redis on 6379) and, for
+//! the cluster test, `dev/stack up redis-cluster` (seeds from
+//! `ADLOG_TEST_REDIS_CLUSTER`, default 127.0.0.1:7000-7002); an unreachable
+//! service FAILS the test with a message saying what to start. The Redis
+//! restart test starts its own `redis-server` (AOF, `appendfsync always`) on a
+//! free port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Config;
+use integration_tests::{bin, env_of, generate, test_config};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use schemas::Joined;
+
+const WAIT: Duration = Duration::from_secs(240);
+
+fn logs_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("target")
+        .join("test-logs");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A private configuration: topics, group and Redis key prefix of its own,
+/// quick retries and sweeps.
+fn config(name: &str) -> Config {
+    config_from(test_config(name))
+}
+
+fn check_kafka(cfg: &Config) {
+    let c: BaseConsumer = common::kafka::client_config(&cfg.kafka)
+        .create()
+        .expect("Kafka client");
+    if let Err(e) = c.fetch_metadata(None, Duration::from_secs(10)) {
+        panic!(
+            "Kafka is not reachable at {} ({e}). Start the dev stack: `dev/stack up`.",
+            cfg.kafka.brokers
+        );
+    }
+}
+
+/// PING over a plain socket.
+fn redis_ping(addr: &str) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(
+        &addr.parse().map_err(|e| format!("{addr}: {e}"))?,
+        Duration::from_secs(3),
+    )
+    .map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    s.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+    if buf[..n].starts_with(b"+PONG") {
+        Ok(())
+    } else {
+        Err(format!("answered {:?}", String::from_utf8_lossy(&buf[..n])))
+    }
+}
+
+fn host_port(url: &str) -> String {
+    let rest = url.trim().trim_start_matches("redis://");
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
+
+fn check_redis(cfg: &Config) {
+    for url in cfg.redis.url.split(',') {
+        if let Err(e) = redis_ping(&host_port(url)) {
+            panic!(
+                "Redis is not reachable at {url} ({e}). Start it: `dev/stack up redis`{}.",
+                if cfg.redis.cluster {
+                    " / `dev/stack up redis-cluster` (or set ADLOG_TEST_REDIS_CLUSTER)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// A joiner child process (killed when dropped).
+struct JoinerProc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl JoinerProc {
+    fn start(cfg: &Config, tag: &str) -> JoinerProc {
+        let base = format!("{}-joiner-{tag}", cfg.clickhouse.database);
+        let cfg_path = logs_dir().join(format!("{base}.toml"));
+        std::fs::write(&cfg_path, toml::to_string(cfg).expect("config as TOML")).unwrap();
+        let log = logs_dir().join(format!("{base}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin("joiner"))
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg_path)
+            // The file is the whole configuration: drop env overrides of the
+            // sections the tests set (the harness's env_of only adds ours).
+            .envs(env_of(cfg))
+            .env("ADLOG_JOINER__KEY_PREFIX", &cfg.joiner.key_prefix)
+            .env("ADLOG_REDIS__URL", &cfg.redis.url)
+            .env("ADLOG_REDIS__CLUSTER", cfg.redis.cluster.to_string())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting the joiner");
+        JoinerProc { child, log }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and the exit code (must come within `timeout`).
+    fn term(&mut self, timeout: Duration) -> i32 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "joiner did not exit within {timeout:?} after SIGTERM (log: {})",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!(
+                "joiner exited early ({st}); log {}:\n{}",
+                self.log.display(),
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+impl Drop for JoinerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the joined topic holds.
+#[derive(Default)]
+struct Seen {
+    /// joined_id → (mark_id, action, delay_ms).
+    events: BTreeMap<u64, (String, String, i64)>,
+    messages: u64,
+    bad: u64,
+}
+
+/// Reads the joined topic from the beginning until it holds every expected
+/// id (then `linger` more, to catch extras) or `WAIT` passes. Checks that the
+/// joiners stay up meanwhile.
+fn read_joined(
+    cfg: &Config,
+    expected: &BTreeSet<u64>,
+    linger: Duration,
+    procs: &mut [&mut JoinerProc],
+) -> Seen {
+    let c: BaseConsumer = common::kafka::consumer_config(&cfg.kafka, "unused-manual-assign")
+        .create()
+        .expect("Kafka consumer");
+    let start = Instant::now();
+    let parts = loop {
+        let md = c
+            .fetch_metadata(Some(&cfg.topics.joined), Duration::from_secs(10))
+            .expect("metadata");
+        let n = md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if n > 0 {
+            break n;
+        }
+        assert!(start.elapsed() < WAIT, "the joined topic never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts as i32 {
+        tpl.add_partition_offset(&cfg.topics.joined, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut seen = Seen::default();
+    let mut complete_at: Option<Instant> = None;
+    let mut last_check = Instant::now();
+    loop {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            seen.messages += 1;
+            let payload = std::str::from_utf8(m.payload().unwrap_or_default()).unwrap_or("");
+            match Joined::parse(payload) {
+                Ok(j) => {
+                    seen.events.insert(
+                        j.joined_id,
+                        (j.mark_id.to_string(), j.action.to_string(), j.delay_ms),
+                    );
+                }
+                Err(_) => seen.bad += 1,
+            }
+        }
+        if complete_at.is_none() && expected.iter().all(|id| seen.events.contains_key(id)) {
+            complete_at = Some(Instant::now());
+        }
+        if complete_at.is_some_and(|t| t.elapsed() >= linger) || start.elapsed() > WAIT {
+            return seen;
+        }
+        if last_check.elapsed() > Duration::from_secs(1) {
+            last_check = Instant::now();
+            for p in procs.iter_mut() {
+                p.assert_running();
+            }
+        }
+    }
+}
+
+/// The distinct joined ids are exactly the manifest's pairs, with their fields.
+fn assert_exact(m: &loadgen::Manifest, seen: &Seen) {
+    let want: BTreeMap<u64, &loadgen::ExpectedPair> =
+        m.expected_pairs.iter().map(|p| (p.joined_id, p)).collect();
+    assert!(!want.is_empty(), "the manifest expects no joined pairs");
+    assert!(
+        m.stats.out_of_order_pairs > 0,
+        "traffic must include interactions sent before their exposure"
+    );
+    let missing: Vec<&u64> = want
+        .keys()
+        .filter(|id| !seen.events.contains_key(id))
+        .collect();
+    let extra: Vec<&u64> = seen
+        .events
+        .keys()
+        .filter(|id| !want.contains_key(id))
+        .collect();
+    let missing_ooo = missing.iter().filter(|id| want[**id].out_of_order).count();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "joined ids: {} expected, {} distinct on the topic ({} messages); {} missing ({} of them \
+         out of order; first {:?}), {} unexpected (first {:?})",
+        want.len(),
+        seen.events.len(),
+        seen.messages,
+        missing.len(),
+        missing_ooo,
+        missing.first().map(|id| want[*id]),
+        extra.len(),
+        extra.first().map(|id| &seen.events[*id]),
+    );
+    assert_eq!(seen.bad, 0, "unparseable joined events");
+    for (id, p) in &want {
+        let (mark, action, delay) = &seen.events[id];
+        assert_eq!(
+            (mark.as_str(), action.as_str(), *delay),
+            (p.mark_id.as_str(), p.action.as_str(), p.delay_ms),
+            "joined event {id}"
+        );
+        assert!((0..=m.params.window_ms).contains(delay));
+    }
+}
+
+fn expected_ids(m: &loadgen::Manifest) -> BTreeSet<u64> {
+    m.expected_pairs.iter().map(|p| p.joined_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_exactly_including_out_of_order_and_stops_on_sigterm() {
+    let cfg = config("jn_exact");
+    let m = generate(&cfg, 40_000, 0).await.unwrap();
+    let mut j = JoinerProc::start(&cfg, "a");
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut j])
+    });
+    assert_exact(&m, &seen);
+    assert_eq!(j.term(Duration::from_secs(30)), 0, "graceful exit code");
+    // Nothing was replayed in a clean run: each id once on the topic.
+    assert_eq!(
+        seen.messages,
+        seen.events.len() as u64,
+        "duplicates in a clean run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_joiners_in_one_group_join_exactly() {
+    let cfg = config("jn_two");
+    let mut a = JoinerProc::start(&cfg, "a");
+    let mut b = JoinerProc::start(&cfg, "b");
+    // Sent while the two instances form the group and rebalance.
+    let m = generate(&cfg, 60_000, 12_000).await.unwrap();
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut a, &mut b])
+    });
+    assert_exact(&m, &seen);
+    assert_eq!(a.term(Duration::from_secs(30)), 0);
+    assert_eq!(b.term(Duration::from_secs(30)), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_and_restart_join_exactly() {
+    let cfg = config("jn_kill");
+    let mut a = JoinerProc::start(&cfg, "a");
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 80_000, 10_000).await })
+    };
+    // Group join (~3 s) + a few seconds of joining, then a crash.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    a.assert_running();
+    a.kill9();
+    let mut b = JoinerProc::start(&cfg, "b");
+    let m = gen.await.unwrap().unwrap();
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut b])
+    });
+    assert_exact(&m, &seen);
+    assert_eq!(b.term(Duration::from_secs(30)), 0);
+}
+
+/// A redis-server of our own (AOF with fsync on every write, so a kill -9
+/// loses nothing that was acknowledged).
+struct OwnRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = OwnRedis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--logfile", "redis.log", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server) must be installed");
+        self.child = Some(child);
+        let start = Instant::now();
+        while redis_ping(&format!("127.0.0.1:{}", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "own redis-server on {} did not start",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_stream_join_exactly() {
+    let mut redis = OwnRedis::start();
+    let mut cfg = test_config("jn_redis");
+    cfg.redis.url = format!("redis://127.0.0.1:{}", redis.port);
+    cfg.redis.cluster = false;
+    let cfg = {
+        let mut c = config_from(cfg);
+        c.joiner.redis_timeout_ms = 1_000;
+        c
+    };
+    let mut j = JoinerProc::start(&cfg, "a");
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 80_000, 10_000).await })
+    };
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    j.assert_running();
+    redis.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    j.assert_running();
+    redis.up();
+    let m = gen.await.unwrap().unwrap();
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut j])
+    });
+    assert_exact(&m, &seen);
+    let log = std::fs::read_to_string(&j.log).unwrap_or_default();
+    assert!(
+        log.contains("retrying"),
+        "the outage should have made the joiner retry (log: {})",
+        j.log.display()
+    );
+    assert_eq!(j.term(Duration::from_secs(30)), 0);
+}
+
+/// `config()` for a configuration whose Redis was already chosen.
+fn config_from(base: Config) -> Config {
+    let mut cfg = base;
+    let id = cfg.clickhouse.database.clone();
+    cfg.joiner.key_prefix = format!("{id}:");
+    cfg.joiner.metrics_listen = "127.0.0.1:0".into();
+    cfg.joiner.retry_min_ms = 50;
+    cfg.joiner.retry_max_ms = 1_000;
+    cfg.joiner.batch_max = 2_000;
+    cfg.joiner.sweep_interval_ms = 1_000;
+    cfg.joiner.shutdown_grace_s = 5;
+    check_kafka(&cfg);
+    check_redis(&cfg);
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_three_masters_join_exactly() {
+    let mut cfg = test_config("jn_cluster");
+    cfg.redis.cluster = true;
+    cfg.redis.url = std::env::var("ADLOG_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+        "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
+    });
+    let cfg = config_from(cfg);
+    let m = generate(&cfg, 40_000, 0).await.unwrap();
+    let mut j = JoinerProc::start(&cfg, "a");
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut j])
+    });
+    assert_exact(&m, &seen);
+    assert_eq!(j.term(Duration::from_secs(30)), 0);
+}
+
+/// With a 2 s window, the sweeper reports every exposure without an
+/// interaction in its window, and every orphan interaction, on the unmatched topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_events_are_emitted_after_the_window() {
+    let mut cfg = config("jn_unmatched");
+    cfg.joiner.window_s = 2;
+    cfg.joiner.state_ttl_slack_s = 60;
+    cfg.joiner.emit_unmatched = true;
+    cfg.joiner.sweep_interval_ms = 500;
+    cfg.loadgen.window_ms = 2_000;
+    let m = generate(&cfg, 20_000, 0).await.unwrap();
+    let mut j = JoinerProc::start(&cfg, "a");
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(1), &mut [&mut j])
+    });
+    assert_exact(&m, &seen);
+
+    // The unmatched topic: exposures by mark_id, orphan interactions.
+    let c: BaseConsumer = common::kafka::consumer_config(&cfg.kafka, "unused-manual-assign")
+        .create()
+        .unwrap();
+    let start = Instant::now();
+    let mut assigned = false;
+    let mut exposures = BTreeSet::new();
+    let mut by_reason: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let want_x = m.stats.exposures_unmatched;
+    let want_orphans = m.stats.orphan_interactions;
+    while start.elapsed() < WAIT {
+        if !assigned {
+            let md = c
+                .fetch_metadata(Some(&cfg.topics.unmatched), Duration::from_secs(10))
+                .unwrap();
+            let n = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..n as i32 {
+                tpl.add_partition_offset(&cfg.topics.unmatched, p, Offset::Beginning)
+                    .unwrap();
+            }
+            c.assign(&tpl).unwrap();
+            assigned = true;
+        }
+        if let Some(Ok(msg)) = c.poll(Duration::from_millis(100)) {
+            let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
+            let side = v["side"].as_str().unwrap().to_string();
+            let reason = v["reason"].as_str().unwrap().to_string();
+            if side == "exposure" {
+                exposures.insert(v["mark_id"].as_str().unwrap().to_string());
+                assert_eq!(v["record"]["mark_id"], v["mark_id"]);
+            }
+            *by_reason.entry((side, reason)).or_default() += 1;
+        }
+        let orphans = by_reason
+            .get(&("interaction".into(), "no_exposure".into()))
+            .copied()
+            .unwrap_or(0);
+        if exposures.len() as u64 >= want_x && orphans >= want_orphans {
+            break;
+        }
+        j.assert_running();
+    }
+    let orphans = by_reason
+        .get(&("interaction".into(), "no_exposure".into()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        exposures.len() as u64,
+        want_x,
+        "unmatched exposures (by reason: {by_reason:?})"
+    );
+    assert_eq!(
+        orphans, want_orphans,
+        "orphan interactions (by reason: {by_reason:?})"
+    );
+    // Joined exposures are never reported unmatched.
+    let joined_marks: BTreeSet<&str> = m
+        .expected_pairs
+        .iter()
+        .map(|p| p.mark_id.as_str())
+        .collect();
+    assert!(exposures.iter().all(|x| !joined_marks.contains(x.as_str())));
+    assert_eq!(j.term(Duration::from_secs(30)), 0);
+}
