@@ -159,11 +159,15 @@ def cmd_cpu_rate(a):
     print(f"{(c1 - c0) / (t1 - t0):.3f}" if c0 is not None and c1 is not None else "0")
 
 
-def cmd_free_port(_a):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])
-    s.close()
+def cmd_free_port(a):
+    socks = []
+    for _ in range(a.n):  # held open together, so the ports are distinct
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    print(" ".join(str(s.getsockname()[1]) for s in socks))
+    for s in socks:
+        s.close()
 
 
 # -------------------------------------------------------------- render-sql ---
@@ -510,6 +514,7 @@ def main():
     p.set_defaults(fn=cmd_cpu_rate)
 
     p = sub.add_parser("free-port")
+    p.add_argument("n", type=int, nargs="?", default=1)
     p.set_defaults(fn=cmd_free_port)
 
     p = sub.add_parser("render-sql")

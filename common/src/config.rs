@@ -415,6 +415,28 @@ mod tests {
         assert!(err.contains("partitions"), "{err}");
     }
 
+    /// The shipped adlog.toml documents the defaults: it must parse, and say
+    /// exactly what the built-in defaults are (sections not in the file aside).
+    #[test]
+    fn shipped_adlog_toml_equals_the_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../adlog.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let from_file: toml::Value = toml::from_str(&text).unwrap();
+        let loaded = Config::load(Some(&p)).unwrap();
+        let loaded = toml::Value::try_from(&loaded).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        assert_eq!(
+            loaded, defaults,
+            "adlog.toml differs from Config::default()"
+        );
+        for (section, _) in defaults.as_table().unwrap() {
+            assert!(
+                from_file.get(section).is_some(),
+                "adlog.toml does not document the [{section}] section"
+            );
+        }
+    }
+
     #[test]
     fn defaults_point_at_local_stack() {
         let c = Config::default();

@@ -102,6 +102,10 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for id in 0..cfg.ingest.consumers {
         let w = Worker {
+            topic_names: Worker::input_topics(&cfg)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
             cfg: cfg.clone(),
             sink: sink.clone(),
             metrics: metrics.clone(),

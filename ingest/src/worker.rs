@@ -187,6 +187,8 @@ struct PartState {
 
 /// Everything a consumer thread needs.
 pub struct Worker {
+    /// The input topic names, shared by every batch and lookup key.
+    pub topic_names: Vec<Arc<str>>,
     pub cfg: Config,
     pub sink: Arc<Sink>,
     pub metrics: Metrics,
@@ -360,7 +362,12 @@ impl Worker {
         limits: &Limits,
         blimits: &BatchLimits,
     ) {
-        let key: Tp = (Arc::from(msg.topic()), msg.partition());
+        // Topic names are interned: no allocation per message for the lookup key.
+        let topic = match self.topic_names.iter().find(|t| ***t == *msg.topic()) {
+            Some(t) => t.clone(),
+            None => Arc::from(msg.topic()),
+        };
+        let key: Tp = (topic, msg.partition());
         let Some(part) = parts.get_mut(&key) else {
             debug!(
                 topic = msg.topic(),
