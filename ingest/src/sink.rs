@@ -51,16 +51,20 @@ struct Progress {
 impl Sink {
     /// Writes `batch` fully, or gives up only when the partition is revoked or
     /// the shutdown grace period is over.
-    pub async fn write(&self, batch: &Batch, revoked: &AtomicBool) -> Result<(), Abandoned> {
+    ///
+    /// The tables' encoded rows are moved out of the batch (no copy); a retry
+    /// resends the same bytes.
+    pub async fn write(&self, batch: &mut Batch, revoked: &AtomicBool) -> Result<(), Abandoned> {
         let mut progress = Progress {
             dead_letters_sent: batch.dead_letters.is_empty(),
             tables_done: std::array::from_fn(|i| batch.tables[i].rows == 0),
         };
         let bodies: Vec<Bytes> = batch
             .tables
-            .iter()
-            .map(|t| Bytes::copy_from_slice(&t.bytes))
+            .iter_mut()
+            .map(|t| Bytes::from(std::mem::take(&mut t.bytes)))
             .collect();
+        let batch: &Batch = batch;
         let mut backoff = Backoff::new(self.retry_min, self.retry_max);
         let mut shutdown_seen: Option<Instant> = None;
         let mut attempt = 0u32;

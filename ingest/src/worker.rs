@@ -593,9 +593,10 @@ async fn run_inserter(
     freshness_target_ms: u64,
 ) {
     let mut abandoned = false;
-    while let Some(batch) = rx.recv().await {
+    while let Some(mut batch) = rx.recv().await {
         if !abandoned && !shared.revoked.load(Ordering::Acquire) {
-            match sink.write(&batch, &shared.revoked).await {
+            let (rows, bytes) = (batch.rows(), batch.bytes());
+            match sink.write(&mut batch, &shared.revoked).await {
                 Ok(()) => {
                     let now = now_ms();
                     for ts in &batch.kafka_ts_ms {
@@ -608,8 +609,8 @@ async fn run_inserter(
                     metrics
                         .freshness_events
                         .inc_by(batch.kafka_ts_ms.len() as u64);
-                    metrics.batch_rows.observe(batch.rows() as f64);
-                    metrics.batch_bytes.observe(batch.bytes() as f64);
+                    metrics.batch_rows.observe(rows as f64);
+                    metrics.batch_bytes.observe(bytes as f64);
                     if batch.skipped > 0 {
                         metrics
                             .skipped_recovered
