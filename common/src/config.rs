@@ -422,7 +422,8 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../adlog.toml");
         let text = std::fs::read_to_string(&p).unwrap();
         let from_file: toml::Value = toml::from_str(&text).unwrap();
-        let loaded = Config::load(Some(&p)).unwrap();
+        // Parsed directly (not Config::load): ADLOG_* env must not matter here.
+        let loaded: Config = toml::from_str(&text).unwrap();
         let loaded = toml::Value::try_from(&loaded).unwrap();
         let defaults = toml::Value::try_from(Config::default()).unwrap();
         assert_eq!(
