@@ -366,7 +366,14 @@ impl Config {
             anyhow::ensure!(p.exists(), "config file {} does not exist", p.display());
             fig = fig.merge(Toml::file(p));
         }
-        fig = fig.merge(Env::prefixed("ADLOG_").split("__"));
+        // Only ADLOG_<SECTION>__<KEY> variables are configuration; single-underscore
+        // ones (ADLOG_CONFIG, the dev stack's ADLOG_CH_HTTP_PORT, ...) belong to
+        // the scripts and the CLI.
+        fig = fig.merge(
+            Env::prefixed("ADLOG_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         fig.extract().map_err(|e| {
             let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
             anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
