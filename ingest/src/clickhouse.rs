@@ -13,6 +13,13 @@ use common::config::ClickHouseConfig;
 
 /// A client for `cfg`, with the password resolved (from `password_file` if set).
 /// No database is selected: every statement names its database explicitly.
+///
+/// With `clickhouse.cluster` set, the tables the workers write are Distributed
+/// tables (see `sql/0006_cluster_tables.sql`), and every query carries
+/// `insert_distributed_sync = 1`: an INSERT returns only once the shard stored
+/// the rows (and its materialized views, the ingest ledger included, ran), as
+/// on a single server. Without it the Distributed table would acknowledge rows
+/// still queued on the entry node, and recovery could not see them yet.
 pub fn client(cfg: &ClickHouseConfig) -> anyhow::Result<::clickhouse::Client> {
     let password = cfg.resolved_password()?;
     let mut c = ::clickhouse::Client::default()
@@ -22,7 +29,21 @@ pub fn client(cfg: &ClickHouseConfig) -> anyhow::Result<::clickhouse::Client> {
     if !password.is_empty() {
         c = c.with_password(password);
     }
+    if !cfg.cluster.is_empty() {
+        c = c.with_setting("insert_distributed_sync", "1");
+    }
     Ok(c)
+}
+
+/// Where running queries are listed: `system.processes`, or on a cluster every
+/// node's (`cluster('<cluster>', system, processes)`), since a retried INSERT
+/// may reach a different entry node than the one still running the first try.
+pub fn processes_source(cfg: &ClickHouseConfig) -> String {
+    if cfg.cluster.is_empty() {
+        "system.processes".to_string()
+    } else {
+        format!("cluster('{}', system, processes)", cfg.cluster)
+    }
 }
 
 /// `url` safe for messages and logs: no password in `user:pass@`, no query string

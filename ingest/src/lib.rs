@@ -1,10 +1,12 @@
-//! The ingest worker (Kafka → ClickHouse) and the ClickHouse migration command.
+//! The ingest worker (Kafka → ClickHouse), the ClickHouse migration command
+//! and the retention command (for servers without TTL).
 
 pub mod batch;
 pub mod clickhouse;
 pub mod metrics;
 pub mod migrate;
 pub mod recovery;
+pub mod retention;
 pub mod route;
 pub mod rowbinary;
 pub mod run;

@@ -21,6 +21,9 @@ enum Command {
     CheckConfig,
     /// Create or upgrade the ClickHouse schema (the sql/ migrations).
     Migrate(ingest::migrate::MigrateArgs),
+    /// Drop day partitions older than the retention (for servers without TTL,
+    /// i.e. before ClickHouse 20.3); run it daily.
+    Retention(ingest::retention::RetentionArgs),
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Migrate(args) => ingest::migrate::command(&cfg, args).await,
             Command::Run(args) => ingest::run::command(&cfg, args).await,
+            Command::Retention(args) => ingest::retention::command(&cfg, args).await,
             Command::CheckConfig => common::config::print_checked(&cfg),
         }
     }

@@ -27,19 +27,20 @@ use anyhow::Context;
 use common::config::ClickHouseConfig;
 use sha2::{Digest, Sha256};
 
-pub use template::{ServerVersion, Target, TemplateError, DEFAULT_VARS};
+pub use template::{storage_database, ServerVersion, Target, TemplateError, DEFAULT_VARS};
 
 /// `(file name, contents)` of `sql/*.sql` at build time, sorted by name.
 static EMBEDDED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 
-/// Run before any migration: the database and the table recording migrations.
+/// Run before any migration: the database(s) and the table recording migrations.
 /// Rendered with the same template language. On a cluster, schema_migrations is
 /// one replicated table shared by *all* nodes (not one per shard), so a later
-/// run through any node sees what was applied.
+/// run through any node sees what was applied; it lives in the database users
+/// query (`{dist_db}`), and the shard-local database `{db}` is created too.
 pub const BOOTSTRAP: &str = "\
-CREATE DATABASE IF NOT EXISTS {db}{on_cluster};
+CREATE DATABASE IF NOT EXISTS {dist_db}{on_cluster};
 
-CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on_cluster}
+CREATE TABLE IF NOT EXISTS {dist_db}.schema_migrations{on_cluster}
 (
     version     UInt32,
     name        String,
@@ -47,8 +48,10 @@ CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on_cluster}
     applied_at  DateTime
 )
 ENGINE = /*@single: MergeTree() */
-    /*@cluster: ReplicatedMergeTree('/clickhouse/tables/all/{db}/schema_migrations', '{{shard}}-{{replica}}') */
+    /*@cluster: ReplicatedMergeTree('/clickhouse/tables/all/{dist_db}/schema_migrations', '{{shard}}-{{replica}}') */
 ORDER BY version;
+
+/*@cluster: CREATE DATABASE IF NOT EXISTS {db}{on_cluster} */;
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -302,7 +305,11 @@ pub async fn run(
         if target.cluster.is_empty() {
             String::new()
         } else {
-            format!(", cluster {}", target.cluster)
+            format!(
+                ", cluster {} (shard-local tables in {})",
+                target.cluster,
+                target.storage_db()
+            )
         }
     ));
 
@@ -579,7 +586,13 @@ mod tests {
             assert!(!script.contains("{db}"), "{script}");
             for m in &ms {
                 let stmts = m.render(&t).unwrap();
-                assert!(!stmts.is_empty(), "{} renders to nothing", m.name);
+                // Only a cluster-only migration (all in /*@cluster: */ gates)
+                // may render to nothing, on a single server.
+                assert!(
+                    !stmts.is_empty() || (t.cluster.is_empty() && m.source.contains("/*@cluster:")),
+                    "{} renders to nothing",
+                    m.name
+                );
                 for s in &stmts {
                     // Idempotent DDL only.
                     assert!(
@@ -644,8 +657,13 @@ mod tests {
             "{}",
             b[1]
         );
+        assert_eq!(
+            b[2],
+            "CREATE DATABASE IF NOT EXISTS adlog_local ON CLUSTER c1"
+        );
         let s = Target::new("adlog", "", "18.16".parse().unwrap(), &[]).unwrap();
         let b = render_source("bootstrap", BOOTSTRAP, &s).unwrap();
+        assert_eq!(b.len(), 2, "{b:?}");
         assert!(
             b[1].contains("ENGINE = MergeTree()\nORDER BY version"),
             "{}",

@@ -64,16 +64,20 @@ struct LedgerRow {
 }
 
 /// Waits (up to `max_wait`) until no INSERT whose query id starts with `prefix`
-/// is running on the server.
+/// is running on the server (`processes`: `system.processes`, or on a cluster
+/// the cluster-wide listing of [`crate::clickhouse::processes_source`]).
 pub async fn wait_no_running_inserts(
     ch: &Client,
+    processes: &str,
     prefix: &str,
     max_wait: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     loop {
         let n: u64 = ch
-            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+            .query(&format!(
+                "SELECT count() FROM {processes} WHERE startsWith(query_id, ?)"
+            ))
             .bind(prefix)
             .fetch_one()
             .await

@@ -90,6 +90,7 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let sink = Arc::new(Sink {
         ch,
         db: cfg.clickhouse.database.clone(),
+        processes: crate::clickhouse::processes_source(&cfg.clickhouse),
         dlq,
         dlq_topic: cfg.topics.dead_letter.clone(),
         metrics: metrics.clone(),

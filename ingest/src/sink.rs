@@ -32,6 +32,8 @@ pub enum Abandoned {
 pub struct Sink {
     pub ch: Client,
     pub db: String,
+    /// Where running INSERTs are listed (see [`crate::clickhouse::processes_source`]).
+    pub processes: String,
     pub dlq: FutureProducer,
     pub dlq_topic: String,
     pub metrics: Metrics,
@@ -185,7 +187,13 @@ impl Sink {
             recovery::query_id_prefix(&batch.topic, batch.partition),
             batch.first_offset
         );
-        recovery::wait_no_running_inserts(&self.ch, &prefix, Duration::from_secs(60)).await?;
+        recovery::wait_no_running_inserts(
+            &self.ch,
+            &self.processes,
+            &prefix,
+            Duration::from_secs(60),
+        )
+        .await?;
         for t in Table::ALL {
             if progress.tables_done[t as usize] {
                 continue;

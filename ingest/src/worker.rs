@@ -470,8 +470,13 @@ impl Worker {
         );
         loop {
             let res = self.rt.block_on(async {
-                recovery::wait_no_running_inserts(&sink.ch, &prefix, Duration::from_secs(120))
-                    .await?;
+                recovery::wait_no_running_inserts(
+                    &sink.ch,
+                    &sink.processes,
+                    &prefix,
+                    Duration::from_secs(120),
+                )
+                .await?;
                 recovery::stored_since(&sink.ch, &sink.db, topic, *partition, from_offset).await
             });
             match res {

@@ -62,12 +62,18 @@ fn print_on_a_cluster_uses_replicated_engines() {
         .unwrap();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
+    // Shard-local replicated tables in adlog_local, Distributed ones of the
+    // same names in adlog (sql/README.md, "Cluster layout").
     assert!(
-        out.contains("CREATE TABLE IF NOT EXISTS adlog.ods_request ON CLUSTER c1\n"),
+        out.contains("CREATE TABLE IF NOT EXISTS adlog_local.ods_request ON CLUSTER c1\n"),
         "{out}"
     );
     assert!(
-        out.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/adlog/ods_request', '{replica}')"),
+        out.contains("ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/adlog_local/ods_request', '{replica}')"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CREATE TABLE IF NOT EXISTS adlog.ods_request ON CLUSTER c1 AS adlog_local.ods_request\nENGINE = Distributed(c1, adlog_local, ods_request, _partition)"),
         "{out}"
     );
 }

@@ -2,12 +2,12 @@
 //! mean (joined events to produce, metrics). No I/O here.
 //!
 //! Per event, one `EVALSHA` of the side's script (see [`crate::state`]). Per
-//! batch, one `ZADD` per due-zset shard and side with every mark_id of the
-//! batch (the sweeper's schedule): exposures update their due time (a replay
-//! extends it together with the state's TTL), interactions only add theirs
-//! (`NX`: the first one schedules the check; the sweeper reschedules while
-//! the park list is still being extended). In the naive baseline every
-//! command is its own round trip and every event has its own `ZADD`.
+//! batch, one `RPUSH` per side, shard and due bucket with every mark_id of the
+//! batch (the sweeper's schedule: due = now + window), and one `PEXPIRE` per
+//! such list (a safety net when no sweeper runs). These are separate commands,
+//! not in the scripts, because in Redis Cluster their keys are in other
+//! slots. In the naive baseline every command is its own round trip and every
+//! event has its own `RPUSH`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::metrics::Metrics;
 use crate::output::OutRecord;
-use crate::state::{self, due_shard, Encoding, Keys, Scripts, Side};
+use crate::state::{self, due_shard, Encoding, Keys, Scripts, Side, DUE_BUCKET_MS};
 use crate::store::{bulk, Commands};
 
 /// A parsed event of the batch.
@@ -44,6 +44,7 @@ pub struct JoinParams {
     pub window_ms: i64,
     /// TTL of the state and of the park lists (window + slack).
     pub ttl_ms: i64,
+    pub slack_ms: i64,
     pub max_parked: usize,
     pub encoding: Encoding,
     /// One command per event (and no per-shard grouping of the due ZADDs).
@@ -64,6 +65,7 @@ impl JoinParams {
             scripts: Scripts::new(),
             window_ms: j.window_s as i64 * 1000,
             ttl_ms: (j.window_s + j.state_ttl_slack_s) as i64 * 1000,
+            slack_ms: j.state_ttl_slack_s as i64 * 1000,
             max_parked: j.max_parked_per_mark,
             encoding: if naive {
                 Encoding::Verbose
@@ -78,8 +80,9 @@ impl JoinParams {
     /// The commands for `events`, as one pipeline (or, naive, one per command).
     pub fn commands(&self, events: &[Event], now_ms: i64) -> Vec<Commands> {
         let mut out = vec![Commands::new()];
-        let due = now_ms + self.window_ms;
-        let mut zadds: HashMap<(Side, u32), Vec<&str>> = HashMap::new();
+        let bucket = (now_ms + self.window_ms).div_euclid(DUE_BUCKET_MS);
+        let due_ttl = ((bucket + 1) * DUE_BUCKET_MS - now_ms + self.slack_ms).max(1);
+        let mut dues: HashMap<(Side, u32), Vec<&str>> = HashMap::new();
         let mut buf = Vec::with_capacity(128);
         let ttl = self.ttl_ms.to_string();
         let window = self.window_ms.to_string();
@@ -116,34 +119,42 @@ impl JoinParams {
                 let mut c = Commands::new();
                 c.push(kx.as_bytes(), cmd);
                 out.push(c);
-                let key = self.keys.due(side, due_shard(m));
-                let mut z = redis::cmd("ZADD");
-                z.arg(&key);
-                if side == Side::Interaction {
-                    z.arg("NX");
-                }
-                z.arg(due).arg(m);
+                let key = self.keys.due(side, due_shard(m), bucket);
+                let mut push = redis::cmd("RPUSH");
+                push.arg(&key).arg(m);
                 let mut c = Commands::new();
-                c.push(key.as_bytes(), z);
+                c.push(key.as_bytes(), push);
                 out.push(c);
             } else {
                 out[0].push(kx.as_bytes(), cmd);
-                zadds.entry((side, due_shard(m))).or_default().push(m);
             }
+            dues.entry((side, due_shard(m))).or_default().push(m);
         }
-        let mut zadds: Vec<_> = zadds.into_iter().collect();
-        zadds.sort_by_key(|((side, shard), _)| (side.tag(), *shard));
-        for ((side, shard), members) in zadds {
-            let key = self.keys.due(side, shard);
-            let mut z = redis::cmd("ZADD");
-            z.arg(&key);
-            if side == Side::Interaction {
-                z.arg("NX");
+        let mut dues: Vec<_> = dues.into_iter().collect();
+        dues.sort_by_key(|((side, shard), _)| (side.tag(), *shard));
+        let mut tail = if self.naive {
+            Commands::new()
+        } else {
+            std::mem::take(&mut out[0])
+        };
+        for ((side, shard), members) in dues {
+            let key = self.keys.due(side, shard, bucket);
+            if !self.naive {
+                let mut push = redis::cmd("RPUSH");
+                push.arg(&key);
+                for m in members {
+                    push.arg(m);
+                }
+                tail.push(key.as_bytes(), push);
             }
-            for m in members {
-                z.arg(due).arg(m);
-            }
-            out[0].push(key.as_bytes(), z);
+            let mut exp = redis::cmd("PEXPIRE");
+            exp.arg(&key).arg(due_ttl);
+            tail.push(key.as_bytes(), exp);
+        }
+        if self.naive {
+            out.push(tail);
+        } else {
+            out[0] = tail;
         }
         out.retain(|c| !c.is_empty());
         out
@@ -191,6 +202,9 @@ impl JoinParams {
                         continue;
                     };
                     for p in parked {
+                        if bulk(p).is_some_and(|b| b.is_empty()) {
+                            continue; // the sweeper's "counted up to here" marker
+                        }
                         let Some(i) =
                             bulk(p).and_then(|b| state::decode_interaction(&e.mark_id, b).ok())
                         else {
@@ -257,12 +271,12 @@ mod tests {
     }
 
     #[test]
-    fn one_pipeline_with_grouped_zadds() {
+    fn one_pipeline_with_grouped_due_pushes() {
         let p = params(false);
         let evs = vec![ev_x("a", 1000), ev_i("a", 2000, "click"), ev_x("b", 1000)];
         let cmds = p.commands(&evs, 0);
         assert_eq!(cmds.len(), 1);
-        // 3 scripts + ZADDs: one per (side, shard) used.
+        // 3 scripts + RPUSH and PEXPIRE per (side, shard) used.
         let shards: HashSet<(u32, &str)> = [
             (due_shard("a"), "x"),
             (due_shard("a"), "i"),
@@ -270,9 +284,14 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        assert_eq!(cmds[0].len(), 3 + shards.len());
+        assert_eq!(cmds[0].len(), 3 + 2 * shards.len());
         let naive = params(true).commands(&evs, 0);
-        assert_eq!(naive.len(), 6, "naive: script + ZADD per event, each alone");
+        assert_eq!(
+            naive.len(),
+            7,
+            "naive: script + RPUSH per event, each alone, then the PEXPIREs"
+        );
+        assert_eq!(naive[6].len(), shards.len());
     }
 
     #[test]

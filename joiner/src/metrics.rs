@@ -136,7 +136,7 @@ impl Metrics {
             ),
             redis_roundtrip_seconds: hist(
                 "redis_roundtrip_seconds",
-                "Duration of one batch's Redis pipeline (all nodes)",
+                "Duration of one Redis round trip of a batch (its pipeline on all nodes; naive: one command)",
                 exponential_buckets(0.0001, 2.0, 18).expect("buckets"),
             ),
             redis_commands_per_batch: hist(

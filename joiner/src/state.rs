@@ -11,13 +11,17 @@
 //! | key | type | content | TTL |
 //! |---|---|---|---|
 //! | `<p>jx:{<mark_id>}` | string | the exposure's [state](encode_exposure) | window + slack |
-//! | `<p>jp:{<mark_id>}` | list | parked [interactions](encode_interaction) (≤ `max_parked_per_mark`) | window + slack after the last push |
-//! | `<p>jd:x:<shard>` | zset | mark_id → processing time (ms) its exposure is due for the unmatched check | — |
-//! | `<p>jd:i:<shard>` | zset | mark_id → due time of its interactions' check | — |
-//! | `<p>jd:lock:<x|i>:<shard>` | string | sweeper lock (`SET NX PX`) | seconds |
+//! | `<p>jp:{<mark_id>}` | list | parked [interactions](encode_interaction) (≤ `max_parked_per_mark`); an empty entry marks "counted by the sweeper up to here" | window + slack after the last push |
+//! | `<p>jd:<x\|i>:<shard>:<bucket>` | list | mark_ids due for the unmatched check in that 10 s bucket of processing time | until the bucket is due + slack |
+//! | `<p>jd:cur:<x\|i>:<shard>` | string | the last bucket the sweeper finished | 2 × (window + slack) |
+//! | `<p>jd:lock:<x\|i>:<shard>` | string | sweeper lock (`SET NX PX`) | seconds |
 //!
 //! `<p>` is `joiner.key_prefix`; `<shard>` is [`due_shard`] (FNV-1a of the
-//! mark_id mod [`DUE_SHARDS`]).
+//! mark_id mod [`DUE_SHARDS`]); `<bucket>` is the due time (processing time +
+//! window) divided by [`DUE_BUCKET_MS`]. The due schedule is a list per
+//! time bucket rather than one sorted set: a list entry costs ~20 bytes, a
+//! sorted-set member ~120 (skiplist node + dict entry), which was a quarter of
+//! the memory per exposure when measured (`bench/joiner`).
 //!
 //! # Encodings
 //!
@@ -26,24 +30,29 @@
 //! without decoding the rest. The exposure state has a one-byte *joined flag*
 //! (`'0'`/`'1'`) before it, set by the scripts (with `SETRANGE`, which keeps the
 //! TTL) when an interaction within the window met the exposure; the sweeper
-//! uses it to count unmatched exposures.
+//! uses it to count unmatched exposures, and sets `'2'` (*counted*) on the ones
+//! it counted, so that a replay or a second due entry does not count them twice.
 //!
 //! Compact form (the default): after the time, a format byte (bit 0: trace id
 //! stored as packed hex; bit 1: bid price stored as an integer count of 1/10000),
 //! then varints and length-prefixed strings. The mark_id is not stored (it is
-//! in the key). A typical exposure takes ~45 bytes instead of ~280 for its
+//! in the key). A typical exposure takes ~45 bytes instead of ~220 for its
 //! JSON line. The verbose form (the `--naive` baseline) stores the record's
 //! JSON line after the same header (format byte `{`).
 
 use schemas::{Exposure, Interaction};
 
-/// Number of due-zset shards per side (fixed: it is part of the key names).
+/// Number of due-schedule shards per side (fixed: it is part of the key names).
 pub const DUE_SHARDS: u32 = 16;
+/// Width of a due-schedule bucket (processing time).
+pub const DUE_BUCKET_MS: i64 = 10_000;
 
 /// Exposure state flag: no interaction within the window has met it yet.
 pub const FLAG_OPEN: u8 = b'0';
 /// Exposure state flag: at least one interaction within the window joined it.
 pub const FLAG_JOINED: u8 = b'1';
+/// Exposure state flag: counted as unmatched by the sweeper (a later join sets [`FLAG_JOINED`]).
+pub const FLAG_COUNTED: u8 = b'2';
 
 const FMT_HEX_TRACE: u8 = 1;
 const FMT_SCALED_BID: u8 = 2;
@@ -93,8 +102,14 @@ impl Keys {
         format!("{}jp:{{{mark_id}}}", self.prefix)
     }
 
-    pub fn due(&self, side: Side, shard: u32) -> String {
-        format!("{}jd:{}:{shard}", self.prefix, side.tag())
+    /// The due-schedule list of a side, shard and bucket.
+    pub fn due(&self, side: Side, shard: u32, bucket: i64) -> String {
+        format!("{}jd:{}:{shard}:{bucket}", self.prefix, side.tag())
+    }
+
+    /// The sweeper's cursor: the last bucket it finished for a side and shard.
+    pub fn cursor(&self, side: Side, shard: u32) -> String {
+        format!("{}jd:cur:{}:{shard}", self.prefix, side.tag())
     }
 
     pub fn lock(&self, side: Side, shard: u32) -> String {
@@ -125,7 +140,7 @@ impl Side {
     }
 }
 
-/// The due-zset shard of a mark_id: FNV-1a 32 mod [`DUE_SHARDS`].
+/// The due-schedule shard of a mark_id: FNV-1a 32 mod [`DUE_SHARDS`].
 pub fn due_shard(mark_id: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for &b in mark_id.as_bytes() {
@@ -314,18 +329,24 @@ pub fn encode_exposure(e: &Exposure<'_>, enc: Encoding, out: &mut Vec<u8>) {
 /// one given, taken from the key).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExposureState {
-    pub joined: bool,
+    /// [`FLAG_OPEN`], [`FLAG_JOINED`] or [`FLAG_COUNTED`].
+    pub flag: u8,
     pub exposure: Exposure<'static>,
+}
+
+impl ExposureState {
+    pub fn joined(&self) -> bool {
+        self.flag == FLAG_JOINED
+    }
 }
 
 /// Decodes a state written by [`encode_exposure`] (either encoding).
 pub fn decode_exposure(mark_id: &str, b: &[u8]) -> Result<ExposureState, DecodeError> {
     let mut r = Reader::new(b);
-    let joined = match r.byte()? {
-        FLAG_OPEN => false,
-        FLAG_JOINED => true,
-        _ => return Err(DecodeError("bad flag")),
-    };
+    let flag = r.byte()?;
+    if ![FLAG_OPEN, FLAG_JOINED, FLAG_COUNTED].contains(&flag) {
+        return Err(DecodeError("bad flag"));
+    }
     let ts_ms = r.ts()?;
     let fmt = r.byte()?;
     if fmt == FMT_VERBOSE {
@@ -333,7 +354,7 @@ pub fn decode_exposure(mark_id: &str, b: &[u8]) -> Result<ExposureState, DecodeE
             std::str::from_utf8(&b[r.pos - 1..]).map_err(|_| DecodeError("invalid UTF-8"))?;
         let e = Exposure::parse(line).map_err(|_| DecodeError("bad JSON exposure"))?;
         return Ok(ExposureState {
-            joined,
+            flag,
             exposure: e.into_owned(),
         });
     }
@@ -359,7 +380,7 @@ pub fn decode_exposure(mark_id: &str, b: &[u8]) -> Result<ExposureState, DecodeE
     };
     r.end()?;
     Ok(ExposureState {
-        joined,
+        flag,
         exposure: Exposure {
             ts_ms,
             mark_id: mark_id.to_owned().into(),
@@ -445,26 +466,26 @@ end
 "#;
 
 /// EXPOSURE: KEYS = [jx:{m}, jp:{m}], ARGV = [state, ttl_ms, window_ms].
-/// Stores the state (keeping a joined flag already set, so a replay cannot
-/// reset it; setting it when a parked interaction is within the window) and
-/// returns every parked interaction. Parked interactions are not deleted: a
-/// replay after a crash must find them again; they expire by TTL.
+/// Stores the state and returns every parked interaction. The flag of a state
+/// already stored is kept (a replay must not reset "joined" or "counted");
+/// it becomes "joined" when a parked interaction is within the window.
+/// Parked interactions are not deleted: a replay after a crash must find them
+/// again; they expire by TTL.
 pub const EXPOSURE_LUA: &str = r#"
 local state = ARGV[1]
 local window = tonumber(ARGV[3])
 local parked = redis.call('LRANGE', KEYS[2], 0, -1)
-local joined = false
+local flag = 48
 local old = redis.call('GET', KEYS[1])
-if old and string.byte(old, 1) == 49 then joined = true end
-if not joined then
+if old then flag = string.byte(old, 1) end
+if flag ~= 49 then
   local ets = ts(state, 2)
   for _, p in ipairs(parked) do
     local its = ts(p, 1)
-    if ets and its and its - ets >= 0 and its - ets <= window then joined = true break end
+    if ets and its and its - ets >= 0 and its - ets <= window then flag = 49 break end
   end
 end
-if joined then state = '1' .. string.sub(state, 2) end
-redis.call('SET', KEYS[1], state, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], string.char(flag) .. string.sub(state, 2), 'PX', ARGV[2])
 return parked
 "#;
 
@@ -492,19 +513,38 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 0
 "#;
 
-/// ZREM_DUE: KEYS = [due zset], ARGV = [now_ms, member...]. Removes the
-/// members whose score is still <= now_ms (a member re-added with a later due
-/// time since the sweeper read it stays). Returns how many were removed.
-pub const ZREM_DUE_LUA: &str = r#"
-local n = 0
-local now = tonumber(ARGV[1])
-for i = 2, #ARGV do
-  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if s and tonumber(s) <= now then
-    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
-  end
+/// SWEEP_EXPOSURE: KEYS = [jx:{m}]. An open state is marked counted and
+/// returned (an unmatched exposure); otherwise 0 (no state any more: expired
+/// before the check) or 1 (joined, or counted already).
+pub const SWEEP_EXPOSURE_LUA: &str = r#"
+local st = redis.call('GET', KEYS[1])
+if not st then return 0 end
+if string.byte(st, 1) == 48 then
+  redis.call('SETRANGE', KEYS[1], 0, '2')
+  return st
 end
-return n
+return 1
+"#;
+
+/// SWEEP_PARKED: KEYS = [jx:{m}, jp:{m}], ARGV = [slack_ms]. When the park
+/// list is final (no push for a window: its TTL is down to the slack), returns
+/// {1, exposure state or '', entries parked since the last counted marker...}
+/// and appends a marker (an empty entry). Otherwise {0} (no list, nothing
+/// new) or {2} (pushed to since: a later due entry will check it).
+pub const SWEEP_PARKED_LUA: &str = r#"
+local pttl = redis.call('PTTL', KEYS[2])
+if pttl == -2 then return {0} end
+if pttl > tonumber(ARGV[1]) then return {2} end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+local first = 1
+for i = #items, 1, -1 do
+  if items[i] == '' then first = i + 1 break end
+end
+if first > #items then return {0} end
+redis.call('RPUSH', KEYS[2], '')
+local out = {1, redis.call('GET', KEYS[1]) or ''}
+for i = first, #items do out[#out + 1] = items[i] end
+return out
 "#;
 
 /// UNLOCK: KEYS = [lock], ARGV = [token]: deletes the lock if we still hold it.
@@ -532,7 +572,8 @@ impl Script {
 pub struct Scripts {
     pub exposure: Script,
     pub interaction: Script,
-    pub zrem_due: Script,
+    pub sweep_exposure: Script,
+    pub sweep_parked: Script,
     pub unlock: Script,
 }
 
@@ -541,16 +582,18 @@ impl Scripts {
         Scripts {
             exposure: Script::new(format!("{LUA_TS}{EXPOSURE_LUA}")),
             interaction: Script::new(format!("{LUA_TS}{INTERACTION_LUA}")),
-            zrem_due: Script::new(ZREM_DUE_LUA.to_owned()),
+            sweep_exposure: Script::new(SWEEP_EXPOSURE_LUA.to_owned()),
+            sweep_parked: Script::new(SWEEP_PARKED_LUA.to_owned()),
             unlock: Script::new(UNLOCK_LUA.to_owned()),
         }
     }
 
-    pub fn all(&self) -> [&Script; 4] {
+    pub fn all(&self) -> [&Script; 5] {
         [
             &self.exposure,
             &self.interaction,
-            &self.zrem_due,
+            &self.sweep_exposure,
+            &self.sweep_parked,
             &self.unlock,
         ]
     }
@@ -603,14 +646,16 @@ mod tests {
             let mut b = Vec::new();
             encode_exposure(&e, enc, &mut b);
             let st = decode_exposure(&e.mark_id, &b).unwrap();
-            assert!(!st.joined);
+            assert_eq!(st.flag, FLAG_OPEN);
             assert_eq!(st.exposure, e, "{enc:?}");
         }
         let mut b = Vec::new();
         encode_exposure(&e, Encoding::Compact, &mut b);
         assert!(b.len() <= 45, "compact state is {} bytes", b.len());
         b[0] = FLAG_JOINED;
-        assert!(decode_exposure(&e.mark_id, &b).unwrap().joined);
+        assert!(decode_exposure(&e.mark_id, &b).unwrap().joined());
+        b[0] = FLAG_COUNTED;
+        assert!(!decode_exposure(&e.mark_id, &b).unwrap().joined());
     }
 
     #[test]

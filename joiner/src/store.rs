@@ -11,7 +11,7 @@
 //! caller retries the whole batch (every command the joiner sends is idempotent).
 //! `NOSCRIPT` (a restarted or new node) reloads the scripts and retries at once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -266,11 +266,7 @@ impl Store {
         }
         let mut reloaded = false;
         loop {
-            let t0 = Instant::now();
             let res = self.exec_once(cmds).await;
-            self.metrics
-                .redis_roundtrip_seconds
-                .observe(t0.elapsed().as_secs_f64());
             let replies = match res {
                 Ok(r) => r,
                 Err(e) => {

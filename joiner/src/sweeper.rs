@@ -1,37 +1,46 @@
 //! Counting (and optionally emitting) events that found no partner within the
 //! window.
 //!
-//! Every batch schedules its mark_ids in the due zsets (`jd:x:<shard>` for
-//! exposures, `jd:i:<shard>` for interactions; score = processing time + window).
-//! Every `sweep_interval_ms` each worker tries, per side and shard, to take a
-//! short lock (`SET NX PX`); the holder reads due members (`ZRANGEBYSCORE …
-//! LIMIT`), checks their state in one pipelined round trip, and removes them
-//! (only if not rescheduled meanwhile):
+//! Every batch appends its mark_ids to the due lists of the bucket of
+//! `now + window` (`jd:x:<shard>:<bucket>` for exposures, `jd:i:…` for
+//! interactions). Every `sweep_interval_ms` each worker tries, per side and
+//! shard, to take a short lock (`SET NX PX`); the holder walks the buckets that
+//! are entirely in the past, from its cursor (`jd:cur:…`) on, reads each list
+//! in chunks (`LRANGE`), checks each mark_id with one script call (pipelined:
+//! one round trip per chunk), produces the unmatched events when
+//! `emit_unmatched` is on, trims the chunk (`LTRIM`) and advances the cursor:
 //!
-//! * exposure: state without the joined flag → `unmatched_total{side="exposure"}`;
-//!   state already expired → `unmatched_unknown_total` (the sweeper was late by
-//!   more than the TTL slack);
-//! * interactions: each parked interaction that does not fall within the window
-//!   of a stored exposure → `unmatched_total{side="interaction"}`. A park list
-//!   that was extended after the first interaction (its TTL is still longer
-//!   than the slack) is rescheduled to when its last push is due.
+//! * exposure ([`SWEEP_EXPOSURE_LUA`](crate::state::SWEEP_EXPOSURE_LUA)): a
+//!   state still open (no interaction within the window) is marked *counted*
+//!   and counted in `unmatched_total{side="exposure"}`; a state already expired
+//!   counts in `unmatched_unknown_total` (the sweeper was late by more than the
+//!   TTL slack);
+//! * interactions ([`SWEEP_PARKED_LUA`](crate::state::SWEEP_PARKED_LUA)): once a
+//!   park list got no push for a window (its TTL is down to the slack), every
+//!   entry parked since the last marker that does not fall within the window
+//!   of the stored exposure counts in `unmatched_total{side="interaction"}`
+//!   (reason `no_exposure` or `out_of_window`), and a marker is appended. A
+//!   list pushed to since is left to the due entry of that later push.
 //!
-//! With `emit_unmatched`, each such event is produced to `topics.unmatched`
-//! (at least once: produced before the member is removed). Counts are
-//! best-effort: a crash between counting and removal counts again, and a
-//! mark_id whose park list keeps receiving orphans for longer than the window
-//! can have its earlier entries counted twice.
+//! The marks make the counts once-only (replays and repeated due entries are
+//! not counted again). Emission is at most once: a worker killed between
+//! marking and producing loses those unmatched events (Kafka being down is
+//! retried). Interactions that found their exposure outside the window on
+//! arrival are counted at once in `out_of_window_total{side="interaction"}`,
+//! not here.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::backoff::Backoff;
 use redis::Value;
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::output::{OutRecord, Output};
-use crate::state::{self, Keys, Side, DUE_SHARDS};
+use crate::state::{self, Keys, Side, DUE_BUCKET_MS, DUE_SHARDS};
 use crate::store::{bulk, Commands, Store, StoreError};
 use crate::worker::now_ms;
 
@@ -49,7 +58,7 @@ pub struct Sweeper {
     pub token: String,
 }
 
-/// An unmatched event found by a sweep step.
+/// An unmatched event found by a sweep.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unmatched {
     pub side: Side,
@@ -59,227 +68,260 @@ pub struct Unmatched {
     pub record: Option<String>,
 }
 
+fn one(key: &str, cmd: redis::Cmd) -> Commands {
+    let mut c = Commands::new();
+    c.push(key.as_bytes(), cmd);
+    c
+}
+
 impl Sweeper {
     /// Sweeps every `interval` until `shutdown`.
     pub async fn run(self, shutdown: Arc<AtomicBool>) {
         let mut next = Instant::now() + self.interval;
         while !shutdown.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             if Instant::now() < next {
                 continue;
             }
-            next = Instant::now() + self.interval;
             let t0 = Instant::now();
             if let Err(e) = self.pass(&shutdown).await {
-                debug!(error = %e, "sweep pass failed; next pass retries");
+                debug!(error = %e, "sweep pass failed; the next pass retries");
             }
             self.metrics.sweeps.inc();
             self.metrics
                 .sweep_seconds
                 .observe(t0.elapsed().as_secs_f64());
+            next = Instant::now() + self.interval;
         }
     }
 
     /// One pass over every side and shard whose lock we get.
-    pub async fn pass(&self, shutdown: &AtomicBool) -> Result<Vec<Unmatched>, StoreError> {
+    pub async fn pass(&self, shutdown: &AtomicBool) -> Result<usize, StoreError> {
         let lock_ms = (self.interval.as_millis() as u64 * 3).max(30_000);
-        let mut found = Vec::new();
+        let mut found = 0;
         for side in [Side::Exposure, Side::Interaction] {
             for shard in 0..DUE_SHARDS {
                 if shutdown.load(Ordering::Acquire) {
                     return Ok(found);
                 }
                 let lock = self.keys.lock(side, shard);
-                let mut c = Commands::new();
                 let mut set = redis::cmd("SET");
                 set.arg(&lock)
                     .arg(&self.token)
                     .arg("NX")
                     .arg("PX")
                     .arg(lock_ms);
-                c.push(lock.as_bytes(), set);
-                if !matches!(self.store.exec(&c).await?.first(), Some(Value::Okay)) {
+                if !matches!(
+                    self.store.exec(&one(&lock, set)).await?.first(),
+                    Some(Value::Okay)
+                ) {
                     continue;
                 }
-                let res = self.sweep_shard(side, shard, shutdown, &mut found).await;
-                let mut c = Commands::new();
-                c.push(
-                    lock.as_bytes(),
-                    state::evalsha(
-                        &self.store.scripts.unlock,
-                        &[lock.as_bytes()],
-                        &[self.token.as_bytes()],
-                    ),
+                let res = self.sweep_shard(side, shard, shutdown).await;
+                let unlock = state::evalsha(
+                    &self.store.scripts.unlock,
+                    &[lock.as_bytes()],
+                    &[self.token.as_bytes()],
                 );
-                let _ = self.store.exec(&c).await;
-                res?;
+                let _ = self.store.exec(&one(&lock, unlock)).await;
+                found += res?;
             }
         }
         Ok(found)
     }
 
+    /// Sweeps the due buckets of one side and shard, from the cursor on.
     async fn sweep_shard(
         &self,
         side: Side,
         shard: u32,
         shutdown: &AtomicBool,
-        found: &mut Vec<Unmatched>,
-    ) -> Result<(), StoreError> {
-        let key = self.keys.due(side, shard);
-        let started = Instant::now();
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        let last_due = now.div_euclid(DUE_BUCKET_MS) - 1;
+        let oldest = last_due - (self.window_ms + self.slack_ms) / DUE_BUCKET_MS - 2;
+        let cur_key = self.keys.cursor(side, shard);
+        let mut get = redis::cmd("GET");
+        get.arg(&cur_key);
+        let cursor = match self.store.exec(&one(&cur_key, get)).await?.pop() {
+            Some(Value::BulkString(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok()),
+            _ => None,
+        };
+        let first = cursor.map_or(oldest, |c| (c + 1).max(oldest));
+        if first > last_due {
+            return Ok(0);
+        }
+        // Which of the candidate buckets hold anything (one round trip).
+        let mut c = Commands::new();
+        for b in first..=last_due {
+            let key = self.keys.due(side, shard, b);
+            let mut llen = redis::cmd("LLEN");
+            llen.arg(&key);
+            c.push(key.as_bytes(), llen);
+        }
+        let lens = self.store.exec(&c).await?;
+        let mut found = 0;
+        for (b, len) in (first..=last_due).zip(lens) {
+            if matches!(len, Value::Int(n) if n > 0) {
+                found += self
+                    .sweep_bucket(side, &self.keys.due(side, shard, b), shutdown)
+                    .await?;
+            }
+            if shutdown.load(Ordering::Acquire) {
+                return Ok(found);
+            }
+        }
+        let mut set = redis::cmd("SET");
+        set.arg(&cur_key)
+            .arg(last_due)
+            .arg("PX")
+            .arg(2 * (self.window_ms + self.slack_ms));
+        self.store.exec(&one(&cur_key, set)).await?;
+        Ok(found)
+    }
+
+    async fn sweep_bucket(
+        &self,
+        side: Side,
+        key: &str,
+        shutdown: &AtomicBool,
+    ) -> Result<usize, StoreError> {
+        let mut found = 0;
         loop {
-            let now = now_ms();
-            let mut c = Commands::new();
-            let mut z = redis::cmd("ZRANGEBYSCORE");
-            z.arg(&key)
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(self.batch);
-            c.push(key.as_bytes(), z);
-            let members: Vec<String> = match self.store.exec(&c).await?.pop() {
+            let mut lr = redis::cmd("LRANGE");
+            lr.arg(key).arg(0).arg(self.batch as i64 - 1);
+            let chunk: Vec<String> = match self.store.exec(&one(key, lr)).await?.pop() {
                 Some(Value::Array(v)) => v
                     .iter()
                     .filter_map(|m| bulk(m).map(|b| String::from_utf8_lossy(b).into_owned()))
                     .collect(),
                 _ => Vec::new(),
             };
-            if members.is_empty() {
-                return Ok(());
+            if chunk.is_empty() {
+                return Ok(found);
             }
-            let (unmatched, reschedule) = self.check(side, &members, now).await?;
+            let mut seen = HashSet::new();
+            let members: Vec<&str> = chunk
+                .iter()
+                .map(String::as_str)
+                .filter(|m| seen.insert(*m))
+                .collect();
+            let unmatched = self.check(side, &members).await?;
             if let Some(topic) = &self.emit_topic {
-                let records: Vec<OutRecord> = unmatched
-                    .iter()
-                    .map(|u| OutRecord {
-                        topic: topic.clone(),
-                        key: u.mark_id.clone(),
-                        payload: unmatched_json(u),
-                    })
-                    .collect();
-                if !records.is_empty() && !self.output.send_all(records).await.is_empty() {
-                    // Not removed: the next pass emits them again.
-                    return Err(StoreError {
-                        kind: "produce",
-                        detail: "producing unmatched events failed".into(),
-                    });
-                }
+                self.emit(topic, &unmatched, shutdown).await?;
             }
-            let mut c = Commands::new();
-            for (m, due) in &reschedule {
-                let mut z = redis::cmd("ZADD");
-                z.arg(&key).arg("XX").arg(*due).arg(m);
-                c.push(key.as_bytes(), z);
-            }
-            let mut args: Vec<Vec<u8>> = vec![now.to_string().into_bytes()];
-            args.extend(
-                members
-                    .iter()
-                    .filter(|m| !reschedule.iter().any(|(r, _)| r == *m))
-                    .map(|m| m.as_bytes().to_vec()),
-            );
-            let arg_refs: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
-            c.push(
-                key.as_bytes(),
-                state::evalsha(&self.store.scripts.zrem_due, &[key.as_bytes()], &arg_refs),
-            );
-            self.store.exec(&c).await?;
+            let mut trim = redis::cmd("LTRIM");
+            trim.arg(key).arg(chunk.len()).arg(-1);
+            self.store.exec(&one(key, trim)).await?;
             for u in &unmatched {
                 self.metrics
                     .unmatched
                     .with_label_values(&[u.side.as_str()])
                     .inc();
             }
-            found.extend(unmatched);
-            if members.len() < self.batch
-                || shutdown.load(Ordering::Acquire)
-                || started.elapsed() > self.interval
-            {
-                return Ok(());
+            found += unmatched.len();
+            if chunk.len() < self.batch || shutdown.load(Ordering::Acquire) {
+                return Ok(found);
             }
         }
     }
 
-    /// Reads the state of due members (one round trip) and decides.
-    /// Returns the unmatched events and the members to reschedule (with their due time).
-    async fn check(
+    /// Produces the unmatched events, retrying with backoff (until shutdown).
+    async fn emit(
         &self,
-        side: Side,
-        members: &[String],
-        now: i64,
-    ) -> Result<(Vec<Unmatched>, Vec<(String, i64)>), StoreError> {
-        let mut c = Commands::new();
-        for m in members {
-            let kx = self.keys.exposure(m);
-            let mut get = redis::cmd("GET");
-            get.arg(&kx);
-            c.push(kx.as_bytes(), get);
-            if side == Side::Interaction {
-                let kp = self.keys.parked(m);
-                let mut lr = redis::cmd("LRANGE");
-                lr.arg(&kp).arg(0).arg(-1);
-                c.push(kp.as_bytes(), lr);
-                let mut pt = redis::cmd("PTTL");
-                pt.arg(&kp);
-                c.push(kp.as_bytes(), pt);
+        topic: &str,
+        unmatched: &[Unmatched],
+        shutdown: &AtomicBool,
+    ) -> Result<(), StoreError> {
+        let mut records: Vec<OutRecord> = unmatched
+            .iter()
+            .map(|u| OutRecord {
+                topic: topic.to_owned(),
+                key: u.mark_id.clone(),
+                payload: unmatched_json(u),
+            })
+            .collect();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        while !records.is_empty() {
+            records = self.output.send_all(records).await;
+            if records.is_empty() {
+                break;
             }
+            if shutdown.load(Ordering::Acquire) {
+                warn!(
+                    lost = records.len(),
+                    "shutting down: unmatched events not produced"
+                );
+                return Err(StoreError {
+                    kind: "produce",
+                    detail: "producing unmatched events failed".into(),
+                });
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        Ok(())
+    }
+
+    /// Checks and marks the due mark_ids (one round trip); returns the unmatched events.
+    async fn check(&self, side: Side, members: &[&str]) -> Result<Vec<Unmatched>, StoreError> {
+        let mut c = Commands::new();
+        let slack = self.slack_ms.to_string();
+        for m in members {
+            let (kx, kp) = (self.keys.exposure(m), self.keys.parked(m));
+            let cmd = match side {
+                Side::Exposure => {
+                    state::evalsha(&self.store.scripts.sweep_exposure, &[kx.as_bytes()], &[])
+                }
+                Side::Interaction => state::evalsha(
+                    &self.store.scripts.sweep_parked,
+                    &[kx.as_bytes(), kp.as_bytes()],
+                    &[slack.as_bytes()],
+                ),
+            };
+            c.push(kx.as_bytes(), cmd);
         }
         let replies = self.store.exec(&c).await?;
         let mut unmatched = Vec::new();
-        let mut reschedule = Vec::new();
-        let per = if side == Side::Exposure { 1 } else { 3 };
-        for (n, m) in members.iter().enumerate() {
-            let st = match replies.get(n * per) {
-                Some(Value::BulkString(b)) => match state::decode_exposure(m, b) {
-                    Ok(st) => Some(st),
-                    Err(_) => {
-                        self.metrics.decode_errors.inc();
-                        None
-                    }
-                },
-                _ => None,
-            };
-            match side {
-                Side::Exposure => match st {
-                    None => {
-                        self.metrics
-                            .unmatched_unknown
-                            .with_label_values(&["exposure"])
-                            .inc();
-                    }
-                    Some(st) if !st.joined => {
+        for (m, reply) in members.iter().zip(&replies) {
+            match (side, reply) {
+                (_, Value::ServerError(e)) => {
+                    self.metrics
+                        .redis_errors
+                        .with_label_values(&["command"])
+                        .inc();
+                    warn!(mark_id = m, error = ?e, "sweeper script failed");
+                }
+                (Side::Exposure, Value::BulkString(st)) => {
+                    let record = state::decode_exposure(m, st).ok().map(|st| {
                         let mut line = String::new();
                         st.exposure.write_json(&mut line);
-                        unmatched.push(Unmatched {
-                            side,
-                            mark_id: m.clone(),
-                            reason: "no_interaction_in_window",
-                            record: Some(line),
-                        });
-                    }
-                    Some(_) => {}
-                },
-                Side::Interaction => {
-                    let parked = match replies.get(n * per + 1) {
-                        Some(Value::Array(v)) => v.clone(),
-                        _ => Vec::new(),
-                    };
-                    if parked.is_empty() {
-                        continue;
-                    }
-                    let pttl = match replies.get(n * per + 2) {
-                        Some(Value::Int(t)) => *t,
-                        _ => -1,
-                    };
-                    if pttl > self.slack_ms + 1_000 {
-                        // Extended since it was scheduled: check when its last push is due.
-                        reschedule.push((m.clone(), now + pttl - self.slack_ms));
-                        continue;
-                    }
-                    for p in &parked {
-                        let Some(i) = bulk(p).and_then(|b| state::decode_interaction(m, b).ok())
-                        else {
+                        line
+                    });
+                    unmatched.push(Unmatched {
+                        side,
+                        mark_id: m.to_string(),
+                        reason: "no_interaction_in_window",
+                        record,
+                    });
+                }
+                (Side::Exposure, Value::Int(0)) => {
+                    self.metrics
+                        .unmatched_unknown
+                        .with_label_values(&["exposure"])
+                        .inc();
+                }
+                (Side::Interaction, Value::Array(items))
+                    if matches!(items.first(), Some(Value::Int(1))) =>
+                {
+                    let st = items
+                        .get(1)
+                        .and_then(bulk)
+                        .filter(|b| !b.is_empty())
+                        .and_then(|b| state::decode_exposure(m, b).ok());
+                    for p in items.iter().skip(2).filter_map(bulk) {
+                        let Ok(i) = state::decode_interaction(m, p) else {
                             self.metrics.decode_errors.inc();
                             continue;
                         };
@@ -287,7 +329,7 @@ impl Sweeper {
                             Some(st)
                                 if state::in_window(st.exposure.ts_ms, i.ts_ms, self.window_ms) =>
                             {
-                                continue;
+                                continue
                             }
                             Some(_) => "out_of_window",
                             None => "no_exposure",
@@ -296,12 +338,13 @@ impl Sweeper {
                         i.write_json(&mut line);
                         unmatched.push(Unmatched {
                             side,
-                            mark_id: m.clone(),
+                            mark_id: m.to_string(),
                             reason,
                             record: Some(line),
                         });
                     }
                 }
+                _ => {}
             }
         }
         if !unmatched.is_empty() {
@@ -311,7 +354,7 @@ impl Sweeper {
                 "unmatched events"
             );
         }
-        Ok((unmatched, reschedule))
+        Ok(unmatched)
     }
 }
 

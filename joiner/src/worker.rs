@@ -308,7 +308,10 @@ impl Worker {
         let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.joiner_group);
         cc.set("statistics.interval.ms", "5000")
             .set("queued.max.messages.kbytes", "16384")
-            .set("client.id", format!("adlog-joiner-{}", self.id));
+            .set("client.id", format!("adlog-joiner-{}", self.id))
+            // librdkafka's default (5 min) is how long a subscription to a
+            // topic created after the worker started goes unnoticed.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (k, v) in &self.cfg.kafka.properties {
             cc.set(k, v);
         }
@@ -664,7 +667,12 @@ impl BatchCtx {
         let mut n = 0;
         for c in &cmds {
             n += c.len();
-            replies.extend(self.store.exec(c).await?);
+            let t0 = Instant::now();
+            let r = self.store.exec(c).await;
+            self.metrics
+                .redis_roundtrip_seconds
+                .observe(t0.elapsed().as_secs_f64());
+            replies.extend(r?);
         }
         self.metrics.redis_commands_per_batch.observe(n as f64);
         Ok(self.join.outcome(events, &replies, &self.metrics))

@@ -15,6 +15,8 @@ Checks, on a fresh chDB session in a temporary directory:
     (the contract with the ingest worker), LowCardinality(T) counting as T;
   * rows inserted into each raw table read back equal, and each materialized
     view fed its target table;
+  * the trace lookup queries (trace_by_uid, trace_index → ods_request) and the
+    service-edge rollup return the right rows;
   * ods_joined collapses a replayed joined_id.
 Exits non-zero on the first failure. Needs `pip install chdb-core`.
 """
@@ -127,6 +129,57 @@ def same(a, b):
     return str(a) == str(b)  # 64-bit integers come back quoted
 
 
+def check_lookups(d, db):
+    """The trace lookup queries (as adlog-trace sends them, sql/README.md) and
+    the service-edge rollup on a current ClickHouse."""
+    base = 1795000000  # 2026-11-18 08:26:40 UTC
+    lines = [  # (offset s, span, parent, service, caller, status)
+        (0, "e0", "", "ad-gateway", "", 200),
+        (0, "e1", "e0", "ad-server", "ad-gateway", 200),
+        (1, "e2", "e1", "bidder", "ad-server", 503),
+    ]
+    rows = []
+    for i, (off, span, parent, svc, caller, status) in enumerate(lines):
+        t = base + off
+        rows.append(json.dumps({
+            "ts": t, "ts_ms": t * 1000 + i, "trace_id": "lookup-trace", "span_id": span,
+            "parent_span_id": parent, "service": svc, "caller": caller, "api": "/x",
+            "uid": 4242, "psid": 7, "status": status, "latency_ms": 5.0 - i, "host": "h1",
+            "idc": "yf", "_topic": "request", "_partition": 0, "_offset": 9000 + i}))
+    d.q(f"INSERT INTO {db}.ods_request (ts, ts_ms, trace_id, span_id, parent_span_id, service, "
+        "caller, api, uid, psid, status, latency_ms, host, idc, _topic, _partition, _offset) "
+        "FORMAT JSONEachRow\n" + "\n".join(rows))
+    # 1. uid → traces.
+    got = d.rows(f"SELECT ts_ms, trace_id, uid, psid, service, api, status, latency_ms, host, idc "
+                 f"FROM {db}.trace_by_uid WHERE uid = 4242 AND ts >= toDateTime({base - 3600}) "
+                 f"AND ts <= toDateTime({base + 3600}) ORDER BY ts_ms, trace_id LIMIT 101")
+    if [(r["trace_id"], r["service"]) for r in got] != [("lookup-trace", "ad-gateway")]:
+        fail(f"trace_by_uid lookup: {got}")
+    # 2a. trace → time range.
+    got = d.rows(f"SELECT trace_id, toUInt32(minMerge(ts_min)) AS first_s, "
+                 f"toUInt32(maxMerge(ts_max)) AS last_s, countMerge(lines) AS lines "
+                 f"FROM {db}.trace_index WHERE trace_id IN ('lookup-trace') "
+                 f"AND day >= toDate(toDateTime({base - 3600})) - 1 "
+                 f"AND day <= toDate(toDateTime({base + 3600})) + 1 GROUP BY trace_id")
+    if len(got) != 1 or (int(got[0]["first_s"]), int(got[0]["last_s"]), int(got[0]["lines"])) != (base, base + 1, 3):
+        fail(f"trace_index lookup: {got}")
+    # 2b. the lines.
+    got = d.rows(f"SELECT ts_ms, trace_id, span_id, parent_span_id, service, caller, api, uid, psid, "
+                 f"status, latency_ms, host, idc FROM {db}.ods_request WHERE "
+                 f"(ts >= toDateTime({base}) AND ts <= toDateTime({base + 1}) AND trace_id = 'lookup-trace')")
+    if sorted(r["span_id"] for r in got) != ["e0", "e1", "e2"]:
+        fail(f"ods_request lines lookup: {got}")
+    # Service edges: caller → callee with calls and errors.
+    got = d.rows(f"SELECT caller, service, countMerge(calls) AS calls, sumMerge(errors) AS errors "
+                 f"FROM {db}.agg_service_edges_1m WHERE ts >= toDateTime({base - 60}) "
+                 f"AND ts <= toDateTime({base + 60}) "
+                 f"GROUP BY caller, service ORDER BY caller, service")
+    if [(r["caller"], r["service"], int(r["calls"]), int(r["errors"])) for r in got] != [
+            ("ad-gateway", "ad-server", 1, 0), ("ad-server", "bidder", 1, 1)]:
+        fail(f"agg_service_edges_1m: {got}")
+    print("trace lookups (trace_by_uid, trace_index, ods_request) and service edges: ok")
+
+
 def main():
     arg = sys.argv[1] if len(sys.argv) > 1 else None
     version = chdb_version()
@@ -197,6 +250,8 @@ def main():
             if n == 0:
                 fail(f"materialized view {v['name']} wrote nothing to {m.group(2)}")
         print(f"materialized views: {len(views)} fed their targets")
+
+        check_lookups(d, db)
 
         # A replayed joined event collapses (ReplacingMergeTree by joined_id).
         d.q(f"INSERT INTO {db}.ods_joined SELECT * FROM {db}.ods_joined WHERE joined_id = 1000")

@@ -290,6 +290,53 @@ fn assert_exact(m: &loadgen::Manifest, seen: &Seen) {
     }
 }
 
+/// Messages on the joined topic so far (sum of the partitions' high watermarks).
+fn joined_so_far(cfg: &Config) -> u64 {
+    let c: BaseConsumer = common::kafka::client_config(&cfg.kafka).create().unwrap();
+    let Ok(md) = c.fetch_metadata(Some(&cfg.topics.joined), Duration::from_secs(5)) else {
+        return 0;
+    };
+    let n = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    (0..n as i32)
+        .filter_map(|p| {
+            c.fetch_watermarks(&cfg.topics.joined, p, Duration::from_secs(5))
+                .ok()
+        })
+        .map(|(_, high)| high.max(0) as u64)
+        .sum()
+}
+
+/// Waits until the joiner has produced something while the generator is
+/// still sending: the fault then hits the middle of the stream.
+async fn wait_mid_stream(
+    cfg: &Config,
+    gen: &tokio::task::JoinHandle<anyhow::Result<loadgen::Manifest>>,
+) {
+    let start = Instant::now();
+    loop {
+        let cfg2 = cfg.clone();
+        let n = tokio::task::spawn_blocking(move || joined_so_far(&cfg2))
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "the joiner produced nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !gen.is_finished(),
+        "the generator finished before the fault: not mid-stream (raise the count)"
+    );
+}
+
 fn expected_ids(m: &loadgen::Manifest) -> BTreeSet<u64> {
     m.expected_pairs.iter().map(|p| p.joined_id).collect()
 }
@@ -318,7 +365,11 @@ async fn two_joiners_in_one_group_join_exactly() {
     let cfg = config("jn_two");
     let mut a = JoinerProc::start(&cfg, "a");
     let mut b = JoinerProc::start(&cfg, "b");
-    // Sent while the two instances form the group and rebalance.
+    // The input topics do not exist yet: the joiners must notice them when
+    // they appear (librdkafka metadata refresh), then share the partitions.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    a.assert_running();
+    b.assert_running();
     let m = generate(&cfg, 60_000, 12_000).await.unwrap();
     let ids = expected_ids(&m);
     let seen = tokio::task::block_in_place(|| {
@@ -335,10 +386,11 @@ async fn kill_9_mid_stream_and_restart_join_exactly() {
     let mut a = JoinerProc::start(&cfg, "a");
     let gen = {
         let cfg = cfg.clone();
-        tokio::spawn(async move { generate(&cfg, 80_000, 10_000).await })
+        tokio::spawn(async move { generate(&cfg, 100_000, 10_000).await })
     };
-    // Group join (~3 s) + a few seconds of joining, then a crash.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Group join (~3 s) + the first joined events, then a crash.
+    wait_mid_stream(&cfg, &gen).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     a.assert_running();
     a.kill9();
     let mut b = JoinerProc::start(&cfg, "b");
@@ -434,9 +486,9 @@ async fn redis_killed_and_restarted_mid_stream_join_exactly() {
     let mut j = JoinerProc::start(&cfg, "a");
     let gen = {
         let cfg = cfg.clone();
-        tokio::spawn(async move { generate(&cfg, 80_000, 10_000).await })
+        tokio::spawn(async move { generate(&cfg, 100_000, 10_000).await })
     };
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    wait_mid_stream(&cfg, &gen).await;
     j.assert_running();
     redis.kill9();
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -215,6 +215,16 @@ async fn scenario(client: &Client, cfg: &ClickHouseConfig) -> anyhow::Result<()>
             .await
             .with_context(|| format!("inserting into {db}.{table}"))?;
     }
+    // A request line below the edge too (non-empty caller), for the views that
+    // only take those (agg_service_edges_1m_mv).
+    client
+        .query_raw(&format!(
+            "INSERT INTO {db}.ods_request (ts, caller, _topic, _partition, _offset) \
+             VALUES (now(), 'test-caller', 'test', 0, 2)"
+        ))
+        .execute()
+        .await
+        .context("inserting a hop into ods_request")?;
     for (view, engine) in tables(client, db).await? {
         if engine != "MaterializedView" {
             continue;

@@ -7,10 +7,11 @@
 //!
 //! | in the file | rendered |
 //! |---|---|
-//! | `{db}` | the database name |
+//! | `{db}` | the database holding the migration's tables and views: `clickhouse.database`, or on a cluster its shard-local twin `<database>_local` |
+//! | `{dist_db}` | the database users and workers query: `clickhouse.database` (on a cluster it holds the Distributed tables) |
 //! | `{on_cluster}` | `""`, or `" ON CLUSTER <cluster>"` |
 //! | `{cluster}` | the cluster name (`""` on a single server) |
-//! | `{engine:MergeTree}`, `{engine:ReplacingMergeTree(ver)}` | `MergeTree()`, `ReplacingMergeTree(ver)` — or on a cluster `ReplicatedMergeTree('/clickhouse/tables/{shard}/<db>/<table>', '{replica}')`, `ReplicatedReplacingMergeTree('…', '{replica}', ver)` |
+//! | `{engine:MergeTree}`, `{engine:ReplacingMergeTree(ver)}` | `MergeTree()`, `ReplacingMergeTree(ver)` — or on a cluster `ReplicatedMergeTree('/clickhouse/tables/{shard}/<database>_local/<table>', '{replica}')`, `ReplicatedReplacingMergeTree('…', '{replica}', ver)` |
 //! | `{lc:String}` | `LowCardinality(String)` if the server is ≥ 20.3, else `String` |
 //! | `{codec:ZSTD(1)}` | ` CODEC(ZSTD(1))` if the server is ≥ 20.3, else nothing |
 //! | `{name}` | the value of variable `name` (see [`DEFAULT_VARS`]) |
@@ -22,6 +23,15 @@
 //!
 //! A statement that renders to nothing (only comments, or a gate that is off) is
 //! dropped, so a whole statement can be gated: `/*@cluster: CREATE TABLE … */;`.
+//!
+//! **Cluster layout.** On a single server `{db}` and `{dist_db}` are the same
+//! database. On a cluster, everything a migration creates with `{db}` (the
+//! replicated tables and the materialized views that feed them) lives in the
+//! shard-local database `<database>_local` on every node, and `/*@cluster: */`
+//! sections add a `Distributed` table with the *same name* in `<database>`
+//! (`{dist_db}`) on top of each. So users, Grafana and the workers use the same
+//! names everywhere: `adlog.ods_request` is the table on a single server and
+//! the Distributed table over `adlog_local.ods_request` on a cluster.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -152,6 +162,22 @@ impl Target {
 
     fn is_cluster(&self) -> bool {
         !self.cluster.is_empty()
+    }
+
+    /// The database the migrations' tables live in (`{db}`): the database
+    /// itself on a single server, `<database>_local` on a cluster.
+    pub fn storage_db(&self) -> String {
+        storage_database(&self.db, &self.cluster)
+    }
+}
+
+/// The database holding the tables (`{db}` in migrations) for `database` on
+/// `cluster` (empty = single server): `database`, or `<database>_local`.
+pub fn storage_database(database: &str, cluster: &str) -> String {
+    if cluster.is_empty() {
+        database.to_string()
+    } else {
+        format!("{database}_local")
     }
 }
 
@@ -474,7 +500,8 @@ fn placeholder(inner: &str, target: &Target, table: Option<&str>) -> Result<Stri
     };
     let modern = target.version >= MODERN;
     Ok(match (name, arg) {
-        ("db", None) => target.db.clone(),
+        ("db", None) => target.storage_db(),
+        ("dist_db", None) => target.db.clone(),
         ("cluster", None) => target.cluster.clone(),
         ("on_cluster", None) if target.is_cluster() => format!(" ON CLUSTER {}", target.cluster),
         ("on_cluster", None) => String::new(),
@@ -497,8 +524,8 @@ fn placeholder(inner: &str, target: &Target, table: Option<&str>) -> Result<Stri
         _ => {
             let vars: Vec<&str> = target.vars.keys().map(String::as_str).collect();
             return Err(format!(
-                "unknown placeholder {{{inner}}} (known: db, cluster, on_cluster, engine:…, lc:…, \
-                 codec:…, {}; write {{{{ for a literal '{{')",
+                "unknown placeholder {{{inner}}} (known: db, dist_db, cluster, on_cluster, engine:…, \
+                 lc:…, codec:…, {}; write {{{{ for a literal '{{')",
                 vars.join(", ")
             ));
         }
@@ -528,7 +555,7 @@ fn engine(spec: &str, target: &Target, table: Option<&str>) -> Result<String, St
     })?;
     let path = format!(
         "'/clickhouse/tables/{{shard}}/{}/{table}', '{{replica}}'",
-        target.db
+        target.storage_db()
     );
     Ok(if args.is_empty() {
         format!("Replicated{name}({path})")
@@ -671,23 +698,26 @@ mod tests {
         let r = render_all(TABLE, &t);
         assert_eq!(
             r,
-            vec!["CREATE TABLE IF NOT EXISTS adlog.t ON CLUSTER main\n(\n    a LowCardinality(String),\n    \
+            vec!["CREATE TABLE IF NOT EXISTS adlog_local.t ON CLUSTER main\n(\n    a LowCardinality(String),\n    \
                   b UInt64 CODEC(Delta, ZSTD(1))\n)\n\
-                  ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/adlog/t', '{replica}', b)\n\
+                  ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/adlog_local/t', '{replica}', b)\n\
                   ORDER BY a\nTTL toDateTime(b) + INTERVAL 7 DAY"]
         );
     }
 
     #[test]
     fn whole_statement_gates_and_escapes() {
-        let src = "/*@cluster: CREATE TABLE IF NOT EXISTS {db}.d{on_cluster} AS {db}.t ENGINE = Distributed({cluster}, {db}, t, rand()) */;\n\
-                   SELECT '{{x}}', {{y}};\n-- only a comment\n";
+        let src = "/*@cluster: CREATE TABLE IF NOT EXISTS {dist_db}.t{on_cluster} AS {db}.t ENGINE = Distributed({cluster}, {db}, t, rand()) */;\n\
+                   SELECT '{{x}}', {{y}}, '{db}', '{dist_db}';\n-- only a comment\n";
         let single = render_all(src, &target("18.16", ""));
-        assert_eq!(single, vec!["SELECT '{x}', {y}"]);
+        assert_eq!(single, vec!["SELECT '{x}', {y}, 'adlog', 'adlog'"]);
         let cluster = render_all(src, &target("18.16", "c1"));
         assert_eq!(
-            cluster[0],
-            "CREATE TABLE IF NOT EXISTS adlog.d ON CLUSTER c1 AS adlog.t ENGINE = Distributed(c1, adlog, t, rand())"
+            cluster,
+            vec![
+                "CREATE TABLE IF NOT EXISTS adlog.t ON CLUSTER c1 AS adlog_local.t ENGINE = Distributed(c1, adlog_local, t, rand())",
+                "SELECT '{x}', {y}, 'adlog_local', 'adlog'"
+            ]
         );
     }
 
@@ -700,7 +730,7 @@ mod tests {
         };
         assert_eq!(
             one("\n\nSELECT {nope}"),
-            at(3, "unknown placeholder {nope} (known: db, cluster, on_cluster, engine:…, lc:…, codec:…, dead_letter_ttl_days, raw_ttl_days; write {{ for a literal '{')")
+            at(3, "unknown placeholder {nope} (known: db, dist_db, cluster, on_cluster, engine:…, lc:…, codec:…, dead_letter_ttl_days, raw_ttl_days; write {{ for a literal '{')")
         );
         assert!(matches!(
             one("SELECT 1\n/*@sinc 1.2: x*/"),
