@@ -37,9 +37,10 @@ SVC = "$__conditionalAll(service IN (${service:singlequote}), $service)"
 API = "$__conditionalAll(api IN (${api:singlequote}), $api)"
 PSID = "$__conditionalAll(psid IN (${psid:csv}), $psid)"
 UID = "uid = toUInt64OrZero(${uid:sqlstring})"
-# The raw tables are ORDER BY (toStartOfHour(ts), …); ClickHouse 18.16 only uses
-# that key for a condition on toStartOfHour(ts) itself, so the baseline queries
-# (like the dashboards' raw-table panels) repeat the range on the hour.
+# The raw tables are ORDER BY (toStartOfHour(ts), …); ClickHouse 18.16 does not
+# derive a condition on toStartOfHour(ts) from one on ts, so the baseline queries
+# (like the dashboards' raw-table panels) repeat the range on the hour: the
+# baseline is the best raw query, not a naive one.
 HOURS = "toStartOfHour(ts) >= toStartOfHour($__fromTime) AND toStartOfHour(ts) <= toStartOfHour($__toTime)"
 Q3 = "arrayElement(quantilesTDigest(0.5, 0.9, 0.99)(latency_ms), 3)"
 

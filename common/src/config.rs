@@ -218,7 +218,9 @@ impl Default for IngestConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JoinerConfig {
-    /// Consumer threads in one process (each a member of `kafka.joiner_group`).
+    /// Consumer threads in one process (each a member of `kafka.joiner_group`
+    /// with one batch in flight). A batch waits on two round trips (Redis, then
+    /// the produce acks), so two threads roughly double throughput (bench/joiner).
     pub consumers: usize,
     /// An interaction joins its exposure when 0 <= t_interaction - t_exposure <= window_s (event time).
     pub window_s: u64,
@@ -264,7 +266,7 @@ pub struct JoinerConfig {
 impl Default for JoinerConfig {
     fn default() -> Self {
         JoinerConfig {
-            consumers: 1,
+            consumers: 2,
             window_s: 3_600,
             state_ttl_slack_s: 600,
             max_parked_per_mark: 64,

@@ -1667,3 +1667,49 @@ async fn scenario(cfg: &common::Config, ch: &::clickhouse::Client) -> Result<()>
     }
     Ok(())
 }
+
+/// The datasource's `grafana` user (dev/clickhouse/users.d/grafana.xml) accepts
+/// what the plugin sends with every query (`max_execution_time`) and refuses
+/// writes. Skipped, with a note, when the server has no such user (a server
+/// started before the file existed: `dev/stack restart clickhouse`).
+#[tokio::test]
+async fn grafana_user_reads_with_the_plugin_settings_and_cannot_write() {
+    let cfg = test_config("dash_user");
+    let password =
+        std::env::var("ADLOG_GRAFANA_CH_PASSWORD").unwrap_or_else(|_| "adlog-grafana-dev".into());
+    let user = ::clickhouse::Client::default()
+        .with_url(&cfg.clickhouse.url)
+        .with_user("grafana")
+        .with_password(password)
+        .with_validation(false)
+        .with_setting("max_execution_time", "60");
+    match user
+        .query("SELECT toUInt64(count()) FROM system.one")
+        .fetch_one::<u64>()
+        .await
+    {
+        Ok(n) => assert_eq!(n, 1),
+        Err(e) => {
+            let msg = e.to_string();
+            if msg.contains("Unknown user")
+                || msg.contains("Authentication failed")
+                || msg.contains("password is incorrect")
+            {
+                eprintln!(
+                    "skipped: the server at {} has no `grafana` user ({msg})",
+                    cfg.clickhouse.url
+                );
+                return;
+            }
+            panic!("a query with the plugin's settings failed for the grafana user: {msg}");
+        }
+    }
+    let db = cfg.clickhouse.database.clone();
+    let err = user
+        .query(&format!("CREATE DATABASE {db}"))
+        .execute()
+        .await
+        .expect_err("the grafana user must not create databases");
+    assert!(err.to_string().to_lowercase().contains("readonly"), "{err}");
+    drop_database(&cfg).await;
+}
