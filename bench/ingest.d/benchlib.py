@@ -130,6 +130,12 @@ def cmd_watch(a):
     t_done = time.time()
     cpu1 = {n: proc_cpu(p) for n, p in pids.items()}
     busy1 = machine_busy_cpu()
+    if a.metrics and a.metrics_dump:
+        try:  # the worker's own view at t_done (insert durations, batch sizes, ...)
+            with urllib.request.urlopen(a.metrics, timeout=2) as r, open(a.metrics_dump, "wb") as f:
+                f.write(r.read())
+        except (OSError, urllib.error.URLError):
+            pass
     out = {
         "status": status, "rows": rows, "expect": a.expect,
         "t_watch_start": t0, "t_first": t_first, "t_done": t_done,
@@ -500,6 +506,7 @@ def main():
     p.add_argument("--tables", required=True)
     p.add_argument("--expect", type=int, required=True)
     p.add_argument("--metrics")
+    p.add_argument("--metrics-dump", help="save /metrics here when done")
     p.add_argument("--pid", action="append", help="NAME=PID whose CPU to measure")
     p.add_argument("--worker-pid", type=int)
     p.add_argument("--interval", type=float, default=0.1)

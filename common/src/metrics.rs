@@ -69,3 +69,48 @@ pub async fn serve(
     });
     Ok((bound, task))
 }
+
+/// The sum of a counter vector over all its label values.
+pub fn counter_vec_total(c: &prometheus::IntCounterVec) -> u64 {
+    use prometheus::core::Collector;
+    c.collect()
+        .iter()
+        .flat_map(|f| {
+            f.get_metric()
+                .iter()
+                .map(|m| m.get_counter().value() as u64)
+        })
+        .sum()
+}
+
+/// Decides when a worker run with `--stop-after-idle` is done: no new message
+/// for `idle`, and (before the first message, while the group join may still
+/// be running) at least 30 s since start.
+#[derive(Debug)]
+pub struct IdleWatch {
+    idle: std::time::Duration,
+    last_total: u64,
+    last_change: std::time::Instant,
+}
+
+impl IdleWatch {
+    pub fn new(idle: std::time::Duration) -> Self {
+        IdleWatch {
+            idle,
+            last_total: 0,
+            last_change: std::time::Instant::now(),
+        }
+    }
+
+    /// Feed the current message total; true once the run has been idle long enough.
+    pub fn is_idle(&mut self, total: u64) -> bool {
+        if total != self.last_total {
+            self.last_total = total;
+            self.last_change = std::time::Instant::now();
+            return false;
+        }
+        let quiet = self.last_change.elapsed();
+        quiet >= self.idle
+            && (total > 0 || quiet >= self.idle.max(std::time::Duration::from_secs(30)))
+    }
+}

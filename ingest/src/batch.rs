@@ -43,6 +43,8 @@ pub struct Batch {
     pub last_offset: i64,
     pub tables: [TableRows; 5],
     pub dead_letters: Vec<DeadLetter>,
+    /// Sum of the dead letters' payload sizes (kept, not recomputed per message).
+    dead_letter_bytes: usize,
     /// Kafka timestamp of every message, for the freshness histogram on ack.
     pub kafka_ts_ms: Vec<i64>,
     /// Messages skipped because recovery found them already stored.
@@ -61,6 +63,7 @@ impl Batch {
             last_offset: first_offset - 1,
             tables: Default::default(),
             dead_letters: Vec::new(),
+            dead_letter_bytes: 0,
             kafka_ts_ms: Vec::new(),
             skipped: 0,
             opened_at: Instant::now(),
@@ -81,12 +84,12 @@ impl Batch {
     }
 
     pub fn bytes(&self) -> usize {
-        self.tables.iter().map(|t| t.bytes.len()).sum::<usize>()
-            + self
-                .dead_letters
-                .iter()
-                .map(|d| d.payload.len())
-                .sum::<usize>()
+        self.tables.iter().map(|t| t.bytes.len()).sum::<usize>() + self.dead_letter_bytes
+    }
+
+    pub fn push_dead_letter(&mut self, d: DeadLetter) {
+        self.dead_letter_bytes += d.payload.len();
+        self.dead_letters.push(d);
     }
 
     pub fn is_full(&self, l: &BatchLimits) -> bool {

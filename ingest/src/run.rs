@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use common::Config;
@@ -41,11 +41,17 @@ pub async fn ensure_topics(cfg: &Config, topics: &[&str]) -> anyhow::Result<()> 
         .iter()
         .map(|t| NewTopic::new(t, cfg.kafka.partitions, TopicReplication::Fixed(1)))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin
-        .create_topics(&new, &opts)
-        .await
-        .with_context(|| format!("creating topics on {}", cfg.kafka.brokers))?;
+    // request_timeout bounds the wait for an unreachable broker (librdkafka's
+    // default is socket.timeout.ms, 60 s, before any error is reported).
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = admin.create_topics(&new, &opts).await.with_context(|| {
+        format!(
+            "creating topics on {}: Kafka not reachable (kafka.brokers)",
+            cfg.kafka.brokers
+        )
+    })?;
     for r in results {
         if let Err((t, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
@@ -130,22 +136,16 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
             let mut sigterm =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
-            let mut last_total = 0u64;
-            let mut last_change = Instant::now();
+            let mut watch = idle.map(common::metrics::IdleWatch::new);
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tokio::select! {
                     _ = sigterm.recv() => { info!("SIGTERM: finishing in-flight batches"); break; }
                     _ = tokio::signal::ctrl_c() => { info!("SIGINT: finishing in-flight batches"); break; }
                     _ = tick.tick() => {
-                        let Some(idle) = idle else { continue };
+                        let Some(watch) = watch.as_mut() else { continue };
                         let total = consumed_total(&metrics);
-                        if total != last_total {
-                            last_total = total;
-                            last_change = Instant::now();
-                        } else if last_change.elapsed() >= idle
-                            // Before the first message the group join may still be running.
-                            && (total > 0 || last_change.elapsed() >= idle.max(Duration::from_secs(30)))
+                        if watch.is_idle(total)
                             && metrics.pending_batches.get() == 0
                             && metrics.buffered_bytes.get() == 0
                         {

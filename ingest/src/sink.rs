@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clickhouse::Client;
 use common::backoff::Backoff;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
 use crate::batch::Batch;
@@ -226,6 +228,8 @@ impl Sink {
             .iter()
             .map(|d| format!("{}/{}/{}", batch.topic, batch.partition, d.offset))
             .collect();
+        // Enqueue every message first (send_result does not wait), then await
+        // the deliveries: one round trip per batch, not per dead letter.
         let mut futures = Vec::with_capacity(batch.dead_letters.len());
         for (d, key) in batch.dead_letters.iter().zip(&keys) {
             let offset = d.offset.to_string();
@@ -250,16 +254,34 @@ impl Sink {
                     key: "source_offset",
                     value: Some(offset.as_str()),
                 });
-            let rec = FutureRecord::to(&self.dlq_topic)
+            let mut rec = FutureRecord::to(&self.dlq_topic)
                 .key(key)
                 .payload(&d.payload)
                 .headers(headers);
-            futures.push(self.dlq.send(rec, Duration::from_secs(30)));
+            loop {
+                match self.dlq.send_result(rec) {
+                    Ok(f) => {
+                        futures.push(f);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        rec = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        anyhow::bail!("producing to dead-letter topic {}: {e}", self.dlq_topic)
+                    }
+                }
+            }
         }
         for f in futures {
-            f.await.map_err(|(e, _)| {
-                anyhow::anyhow!("producing to dead-letter topic {}: {e}", self.dlq_topic)
-            })?;
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    anyhow::bail!("producing to dead-letter topic {}: {e}", self.dlq_topic)
+                }
+                Err(_) => anyhow::bail!("dead-letter producer dropped a delivery"),
+            }
         }
         Ok(())
     }

@@ -250,16 +250,23 @@ impl Worker {
         let mut parts: HashMap<Tp, PartState> = HashMap::new();
         let mut generation = 0u64;
         let mut last_commit = Instant::now();
+        let mut last_housekeeping = Instant::now();
 
         while !self.shutdown.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(100));
             self.apply_events(&consumer, &mut parts, &mut generation);
+            let idle = polled.is_none();
             match polled {
                 Some(Ok(msg)) => self.handle(&msg, &mut parts, &limits, &blimits),
                 Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
                 None => {}
             }
-            self.housekeeping(&consumer, &mut parts, &blimits);
+            // Sealing due batches, draining queues and pausing are cheap but
+            // not per message: at most every 10 ms, or when the poll was idle.
+            if idle || last_housekeeping.elapsed() >= Duration::from_millis(10) {
+                self.housekeeping(&consumer, &mut parts, &blimits);
+                last_housekeeping = Instant::now();
+            }
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(&consumer, &mut parts, CommitMode::Async);
                 last_commit = Instant::now();
@@ -442,7 +449,7 @@ impl Worker {
                     &mut tr.bytes,
                 );
                 tr.rows += 1;
-                batch.dead_letters.push(DeadLetter {
+                batch.push_dead_letter(DeadLetter {
                     offset,
                     reason: rej.reason,
                     error: rej.error,

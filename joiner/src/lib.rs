@@ -37,6 +37,8 @@ pub struct Options {
     pub naive: bool,
     /// Install SIGTERM/SIGINT handlers that trigger the graceful shutdown.
     pub handle_signals: bool,
+    /// Stop gracefully once no message arrived for this long (demos, tests).
+    pub stop_after_idle: Option<Duration>,
 }
 
 /// A handle to stop a running joiner (graceful: the batch in flight finishes,
@@ -119,7 +121,13 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
                 }
             }
         };
-        let mut topics = vec![cfg.topics.joined.as_str()];
+        // Inputs too: a consumer subscribed to a topic that does not exist yet
+        // sees it only at its next metadata refresh.
+        let mut topics = vec![
+            cfg.topics.joined.as_str(),
+            cfg.topics.exposure.as_str(),
+            cfg.topics.interaction.as_str(),
+        ];
         if cfg.joiner.emit_unmatched {
             topics.push(cfg.topics.unmatched.as_str());
         }
@@ -151,6 +159,21 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
         token: format!("{}-{}", std::process::id(), worker::now_ms()),
     };
     let sweep_task = rt.spawn(sweeper.run(shutdown.flag.clone()));
+    if let Some(idle) = opts.stop_after_idle {
+        let (s, m) = (shutdown.clone(), metrics.clone());
+        rt.spawn(async move {
+            let mut watch = common::metrics::IdleWatch::new(idle);
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while !s.is_triggered() {
+                tick.tick().await;
+                let total = common::metrics::counter_vec_total(&m.consumed);
+                if watch.is_idle(total) {
+                    info!(messages = total, "idle: stopping");
+                    s.trigger();
+                }
+            }
+        });
+    }
     let stats_task = rt.spawn(sweeper::sample_redis(
         store.clone(),
         metrics.clone(),

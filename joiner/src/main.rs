@@ -22,6 +22,10 @@ enum Command {
         /// pipelining, the record's JSON line as state.
         #[arg(long)]
         naive: bool,
+        /// Exit (gracefully, after committing) once no message arrived for this
+        /// many seconds. For demos, tests and backfills.
+        #[arg(long, value_name = "SECS")]
+        stop_after_idle: Option<u64>,
     },
 }
 
@@ -31,11 +35,15 @@ fn main() -> std::process::ExitCode {
         let cfg = common::Config::load(cli.config.as_deref())?;
         common::logging::init(&cfg.log);
         match cli.command {
-            Command::Run { naive } => joiner::run(
+            Command::Run {
+                naive,
+                stop_after_idle,
+            } => joiner::run(
                 cfg,
                 joiner::Options {
                     naive,
                     handle_signals: true,
+                    stop_after_idle: stop_after_idle.map(std::time::Duration::from_secs),
                 },
                 joiner::Shutdown::new(),
             ),

@@ -258,3 +258,5 @@ pub async fn generate(cfg: &Config, count: u64, rate: u64) -> anyhow::Result<loa
     m.ensure_delivered()?;
     Ok(m)
 }
+
+pub mod reliability;

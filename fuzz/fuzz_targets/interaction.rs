@@ -1,0 +1,6 @@
+//! `Interaction::parse` (TSV and JSON forms) on arbitrary bytes; see `src/lib.rs` for the oracles.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    adlog_fuzz::check_line(schemas::LogType::Interaction, data);
+});
