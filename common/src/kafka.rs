@@ -47,3 +47,20 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
     }
     c
 }
+
+/// Sets `gauge{topic,partition}` to each partition's consumer lag from
+/// librdkafka's statistics (enable with `statistics.interval.ms`).
+pub fn record_consumer_lag(
+    stats: &rdkafka::statistics::Statistics,
+    gauge: &prometheus::IntGaugeVec,
+) {
+    for (topic, t) in &stats.topics {
+        for (p, ps) in &t.partitions {
+            if *p >= 0 && ps.consumer_lag >= 0 {
+                gauge
+                    .with_label_values(&[topic, &p.to_string()])
+                    .set(ps.consumer_lag);
+            }
+        }
+    }
+}

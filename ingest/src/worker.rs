@@ -71,16 +71,7 @@ fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
 
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, ps) in &t.partitions {
-                if *p >= 0 && ps.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic, &p.to_string()])
-                        .set(ps.consumer_lag);
-                }
-            }
-        }
+        common::kafka::record_consumer_lag(&stats, &self.metrics.consumer_lag);
     }
 }
 

@@ -130,10 +130,12 @@ pub async fn ensure_topics(cfg: &Config, names: &[&str]) -> anyhow::Result<()> {
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(15)))
         .request_timeout(Some(Duration::from_secs(15)));
-    let results = admin
-        .create_topics(&new, &opts)
-        .await
-        .with_context(|| format!("Kafka at {} is not reachable (kafka.brokers)", cfg.kafka.brokers))?;
+    let results = admin.create_topics(&new, &opts).await.with_context(|| {
+        format!(
+            "Kafka at {} is not reachable (kafka.brokers)",
+            cfg.kafka.brokers
+        )
+    })?;
     for r in results {
         match r {
             Ok(name) => info!(topic = %name, partitions = cfg.kafka.partitions, "created topic"),

@@ -111,17 +111,7 @@ fn fmt_tps(tps: &[Tp]) -> Vec<String> {
 
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, ps) in &t.partitions {
-                if *p >= 0 && ps.consumer_lag >= 0 {
-                    self.shared
-                        .metrics
-                        .consumer_lag
-                        .with_label_values(&[topic, &p.to_string()])
-                        .set(ps.consumer_lag);
-                }
-            }
-        }
+        common::kafka::record_consumer_lag(&stats, &self.shared.metrics.consumer_lag);
     }
 }
 
