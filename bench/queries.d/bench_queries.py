@@ -124,6 +124,14 @@ RAW = {
         f"SELECT trace_id, count() AS lines FROM ods_request WHERE $__timeFilter(ts) AND trace_id IN ("
         f"SELECT trace_id FROM ods_request WHERE $__timeFilter(ts) AND {UID} AND caller = '') GROUP BY trace_id"
         f") AS trace_lines USING trace_id ORDER BY time DESC, trace_id LIMIT 500",
+    ("adlog-trace", "Ads shown in trace ${trace_id} and what the user did", "A"):
+        "SELECT time, event, mark_id, psid, ad_id, position, bid_price, action, delay_s FROM ("
+        "SELECT ts AS time, 'exposure' AS event, mark_id, psid, ad_id, position, bid_price, '' AS action, "
+        "toFloat64(0) AS delay_s FROM ods_exposure WHERE trace_id = ${trace_id:sqlstring} AND $__timeFilter(ts) "
+        "UNION ALL SELECT interaction_ts AS time, 'interaction' AS event, mark_id, psid, ad_id, position, "
+        "bid_price, action, delay_ms / 1000 AS delay_s FROM ods_joined "
+        "WHERE exposure_trace_id = ${trace_id:sqlstring} AND $__timeFilter(ts)) "
+        "ORDER BY position, mark_id, time, event",
     ("adlog-trace", "Visits of user ${uid} per hour", "A"):
         f"SELECT toStartOfHour(ts) AS time, countIf(caller = '') AS visits, count() AS hops FROM ods_request "
         f"WHERE {UID} AND ts >= toStartOfHour($__fromTime) AND ts <= $__toTime AND {HOURS} GROUP BY time ORDER BY time",
@@ -298,6 +306,8 @@ def run(a):
     ranges = [("1h", 3_600_000), (f"{a.hours}h", a.hours * 3_600_000)] if a.hours != 1 else [("1h", 3_600_000)]
     for d in dashboards():
         uid = d["uid"]
+        if a.only and uid not in a.only.split(","):
+            continue
         for title, ref, raw, max_points, min_interval in queries_of(d):
             is_trace = uid == "adlog-trace"
             for rname, rms in ranges:
@@ -384,6 +394,7 @@ def main():
     ap.add_argument("--raw-runs", type=int, default=5)
     ap.add_argument("--hours", type=int, default=6)
     ap.add_argument("--json")
+    ap.add_argument("--only", help="comma-separated dashboard uids to measure (default: all)")
     ap.add_argument("--no-generate", action="store_true",
                     help="measure the data already in --db (a run kept with bench/queries --keep)")
     return run(ap.parse_args())

@@ -390,6 +390,15 @@ pub fn print_checked(cfg: &Config) -> anyhow::Result<()> {
     if !shown.clickhouse.password.is_empty() {
         shown.clickhouse.password = "***".into();
     }
+    // URLs may carry a password too (`redis://:pw@host`, `http://user:pw@host`).
+    shown.redis.url = shown
+        .redis
+        .url
+        .split(',')
+        .map(redact_url_password)
+        .collect::<Vec<_>>()
+        .join(",");
+    shown.clickhouse.url = redact_url_password(&shown.clickhouse.url);
     for (k, v) in shown.kafka.properties.iter_mut() {
         if k.contains("password") || k.contains("secret") {
             *v = "***".into();
@@ -400,9 +409,43 @@ pub fn print_checked(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `scheme://user:password@host…` → `scheme://user:***@host…` (and
+/// `scheme://:password@host` → `scheme://:***@host`); other URLs unchanged.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        assert_eq!(
+            redact_url_password("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url_password("http://bob:s3cret@ch:8123"),
+            "http://bob:***@ch:8123"
+        );
+        assert_eq!(
+            redact_url_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url_password(" redis://u:p@h"), " redis://u:***@h");
+    }
 
     #[test]
     fn unknown_key_is_named() {

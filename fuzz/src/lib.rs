@@ -32,7 +32,10 @@ fn check_error(e: &ParseError, input_len: usize) {
         ParseError::BadField { offset, .. }
         | ParseError::InvalidUtf8 { offset }
         | ParseError::InvalidJson { offset, .. } => {
-            assert!(*offset <= input_len, "offset {offset} beyond input of {input_len} bytes: {e}")
+            assert!(
+                *offset <= input_len,
+                "offset {offset} beyond input of {input_len} bytes: {e}"
+            )
         }
         _ => {}
     }
@@ -98,7 +101,11 @@ pub fn check_envelope(data: &[u8]) {
             assert_eq!(again.idc, env.idc);
             assert_eq!(again.read_ts_ms, env.read_ts_ms);
             // The line inside goes through the line parsers too.
-            if let Some(t) = env.log_type.as_deref().and_then(|t| t.parse::<LogType>().ok()) {
+            if let Some(t) = env
+                .log_type
+                .as_deref()
+                .and_then(|t| t.parse::<LogType>().ok())
+            {
                 check_line(t, env.message.as_bytes());
             }
         }

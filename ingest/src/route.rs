@@ -112,7 +112,19 @@ pub fn parse<'a>(
         LogType::Joined => Joined::parse(line).map(Record::Joined),
     }
     .map_err(|e| Rejection::parse(Some(t), e))?;
-    let ts = rec.event_ts_ms();
+    // A joined event has a second time: an interaction time in year 2500 was
+    // stored with its DateTime column clamped (to 2106), not exactly.
+    let second = match &rec {
+        Record::Joined(j) => Some(j.interaction_ts_ms),
+        _ => None,
+    };
+    for ts in std::iter::once(rec.event_ts_ms()).chain(second) {
+        check_time(t, ts, limits, now_ms)?;
+    }
+    Ok(rec)
+}
+
+fn check_time(t: LogType, ts: i64, limits: &Limits, now_ms: i64) -> Result<(), Rejection> {
     if ts > now_ms + limits.max_future_skew_ms || ts < now_ms - limits.max_past_age_ms {
         return Err(Rejection {
             log_type: Some(t),
@@ -124,7 +136,7 @@ pub fn parse<'a>(
             ),
         });
     }
-    Ok(rec)
+    Ok(())
 }
 
 /// Checks size and parses the envelope; the first step of [`parse`].

@@ -89,7 +89,16 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     topics.push(cfg.topics.dead_letter.clone());
     ensure_topics(&cfg, &topics.iter().map(String::as_str).collect::<Vec<_>>()).await?;
 
-    let dlq: FutureProducer = common::kafka::producer_config(&cfg.kafka)
+    // Dead letters carry messages up to ingest.max_message_bytes plus key and
+    // headers: librdkafka's default message.max.bytes (1,000,000) refused
+    // them, and a refused dead letter is retried forever (the partition
+    // stalls). Pass-through kafka.properties still win.
+    let mut dlq_config = common::kafka::producer_config(&cfg.kafka);
+    if !cfg.kafka.properties.contains_key("message.max.bytes") {
+        let max = (cfg.ingest.max_message_bytes + (64 << 10)).max(1_000_000);
+        dlq_config.set("message.max.bytes", max.to_string());
+    }
+    let dlq: FutureProducer = dlq_config
         .create()
         .with_context(|| format!("creating Kafka producer for {}", cfg.kafka.brokers))?;
     let shutdown = Arc::new(AtomicBool::new(false));

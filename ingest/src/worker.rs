@@ -444,7 +444,15 @@ impl Worker {
                     offset,
                     reason: rej.reason,
                     error: rej.error,
-                    payload: raw[..raw.len().min(self.cfg.ingest.max_message_bytes)].to_vec(),
+                    // A too_large message cannot go to the DLQ topic whole (it is
+                    // over the limit by definition; the producer refused 10 MB and
+                    // the partition stalled): like the table, keep its head.
+                    payload: raw[..raw.len().min(if rej.reason == "too_large" {
+                        self.cfg.ingest.dead_letter_max_bytes
+                    } else {
+                        self.cfg.ingest.max_message_bytes
+                    })]
+                    .to_vec(),
                 });
             }
         }

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::output::Output;
 use crate::store::Store;
 
+/// How long the joiner waits for Redis at start before it gives up (exit 1).
+pub const STARTUP_REDIS_WAIT: Duration = Duration::from_secs(30);
+
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -108,12 +111,23 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             Duration::from_millis(cfg.joiner.retry_min_ms),
             Duration::from_millis(cfg.joiner.retry_max_ms),
         );
+        // A malformed redis.url can never connect: fail at once. An
+        // unreachable Redis is retried for STARTUP_REDIS_WAIT (it may be
+        // starting too), then the joiner exits non-zero naming it; once
+        // running, Redis outages are retried without limit.
+        store::check_url(&cfg.redis)?;
+        let started = std::time::Instant::now();
         let store = loop {
             match Store::connect(&cfg.redis, timeout, metrics.clone()).await {
                 Ok(s) => break s,
                 Err(e) => {
                     if shutdown.is_triggered() {
                         return Err(e);
+                    }
+                    if started.elapsed() >= STARTUP_REDIS_WAIT {
+                        return Err(e.context(format!(
+                            "Redis (redis.url) did not answer within {STARTUP_REDIS_WAIT:?} of starting"
+                        )));
                     }
                     let d = backoff.next_delay();
                     warn!(error = %format!("{e:#}"), retry_in_ms = d.as_millis() as u64, "Redis not ready; retrying");

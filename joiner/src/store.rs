@@ -140,6 +140,28 @@ pub struct Store {
     metrics: Metrics,
 }
 
+/// Checks that `redis.url` parses (without connecting): a malformed URL is
+/// a configuration error, not something to retry.
+pub fn check_url(cfg: &common::config::RedisConfig) -> anyhow::Result<()> {
+    if cfg.cluster {
+        let nodes: Vec<&str> = cfg
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        anyhow::ensure!(!nodes.is_empty(), "redis.url names no cluster seed node");
+        redis::cluster::ClusterClientBuilder::new(nodes)
+            .build()
+            .context("redis.url: invalid cluster seed nodes")?;
+    } else {
+        redis::Client::open(cfg.url.as_str()).with_context(|| {
+            format!("redis.url is not a valid Redis URL: {}", redacted(&cfg.url))
+        })?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Connects (retrying until `deadline`, if given) and loads the scripts.
     pub async fn connect(
@@ -161,10 +183,11 @@ impl Store {
                 .retries(2)
                 .build()
                 .context("redis.url: invalid cluster seed nodes")?;
-            let conn = client
-                .get_async_connection()
-                .await
-                .with_context(|| format!("connecting to the Redis Cluster at {nodes:?}"))?;
+            let conn = client.get_async_connection().await.with_context(|| {
+                // Seed URLs may carry a password: never print them raw.
+                let shown: Vec<String> = nodes.iter().map(|n| redacted(n)).collect();
+                format!("connecting to the Redis Cluster at {shown:?}")
+            })?;
             let map = fetch_slot_map(&mut conn.clone()).await?;
             info!(
                 masters = map.masters.len(),

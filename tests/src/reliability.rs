@@ -195,10 +195,17 @@ pub struct OwnRedis {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: PathBuf,
+    /// `--requirepass` (then PING needs AUTH: readiness is checked by the log).
+    password: Option<String>,
 }
 
 impl OwnRedis {
     pub fn start(tag: &str) -> OwnRedis {
+        Self::start_with_password(tag, None)
+    }
+
+    /// With `requirepass`: clients must authenticate.
+    pub fn start_with_password(tag: &str, password: Option<&str>) -> OwnRedis {
         let dir = workspace_root()
             .join("target")
             .join("reliability")
@@ -209,6 +216,7 @@ impl OwnRedis {
             child: None,
             port: free_port(),
             dir,
+            password: password.map(str::to_string),
         };
         r.up();
         r
@@ -223,6 +231,11 @@ impl OwnRedis {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", ""])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .arg("--dir")
             .arg(&self.dir)
             .args(["--logfile", "redis.log", "--daemonize", "no"])
@@ -233,7 +246,7 @@ impl OwnRedis {
             .expect("redis-server (Debian package redis-server) must be installed");
         self.child = Some(child);
         let start = Instant::now();
-        while !redis_ping(self.port) {
+        while !redis_ping(self.port, self.password.as_deref()) {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "own redis-server on {} did not start",
@@ -262,15 +275,24 @@ impl Drop for OwnRedis {
 }
 
 /// Redis answers PING (after loading its AOF: `LOADING` is not `PONG`).
-pub fn redis_ping(port: u16) -> bool {
+pub fn redis_ping(port: u16, password: Option<&str>) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let mut buf = [0u8; 64];
+    if let Some(p) = password {
+        let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len());
+        if s.write_all(auth.as_bytes()).is_err() {
+            return false;
+        }
+        if !matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+OK")) {
+            return false;
+        }
+    }
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
-    let mut buf = [0u8; 64];
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
 }
 
@@ -479,6 +501,7 @@ pub fn full_env(cfg: &Config) -> Vec<(String, String)> {
     let mut v = env_of(cfg);
     for (k, val) in [
         ("REDIS__CLUSTER", cfg.redis.cluster.to_string()),
+        ("CLICKHOUSE__USER", cfg.clickhouse.user.clone()),
         ("JOINER__KEY_PREFIX", j.key_prefix.clone()),
         ("JOINER__METRICS_LISTEN", j.metrics_listen.clone()),
         ("JOINER__RETRY_MIN_MS", j.retry_min_ms.to_string()),
