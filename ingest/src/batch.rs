@@ -14,6 +14,19 @@ use crate::table::Table;
 pub struct TableRows {
     pub rows: usize,
     pub bytes: Vec<u8>,
+    /// Smallest and largest value of the rows' `ts` column (ms): lets
+    /// `Sink::settle` look for the rows themselves with a primary-key range.
+    pub ts_range: Option<(i64, i64)>,
+}
+
+impl TableRows {
+    /// Records one row's `ts` (ms).
+    pub fn note_ts(&mut self, ts_ms: i64) {
+        self.ts_range = Some(match self.ts_range {
+            None => (ts_ms, ts_ms),
+            Some((lo, hi)) => (lo.min(ts_ms), hi.max(ts_ms)),
+        });
+    }
 }
 
 /// A malformed message to publish on the dead-letter topic.

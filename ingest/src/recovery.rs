@@ -150,6 +150,41 @@ pub async fn table_has_range(
     Ok(n > 0)
 }
 
+/// Rows of `table` for offsets `first..=last` of `topic`/`partition` whose
+/// `ts` lies in `ts_ms` (the batch's range: a primary-key and partition
+/// filter, so this reads a few granules, not the table). The ledger row of an
+/// INSERT is written by a materialized view after the table's part: a server
+/// that dies in between leaves rows without a ledger entry, which only this
+/// finds.
+#[allow(clippy::too_many_arguments)]
+pub async fn table_rows_in_range(
+    ch: &Client,
+    db: &str,
+    table: Table,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    last: i64,
+    ts_ms: (i64, i64),
+) -> anyhow::Result<u64> {
+    let n: u64 = ch
+        .query(&format!(
+            "SELECT count() FROM {db}.{} WHERE ts >= toDateTime(?) AND ts <= toDateTime(?) \
+             AND _topic = ? AND _partition = ? AND _offset >= ? AND _offset <= ?",
+            table.name()
+        ))
+        .bind(ts_ms.0.div_euclid(1000).max(0) as u64)
+        .bind(ts_ms.1.div_euclid(1000).max(0) as u64)
+        .bind(topic)
+        .bind(partition as u32)
+        .bind(first.max(0) as u64)
+        .bind(last.max(0) as u64)
+        .fetch_one()
+        .await
+        .with_context(|| format!("reading {db}.{}", table.name()))?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,7 +69,8 @@ impl Record<'_> {
         }
     }
 
-    fn event_ts_ms(&self) -> i64 {
+    /// The row's `ts` column (for joined rows: the exposure time).
+    pub fn event_ts_ms(&self) -> i64 {
         match self {
             Record::Request(r) => r.ts_ms,
             Record::Exposure(r) => r.ts_ms,

@@ -91,18 +91,31 @@ impl Sink {
                 }
             }
             attempt += 1;
-            if revoked.load(Ordering::Acquire) {
-                return Err(Abandoned::Revoked);
-            }
-            if self.shutdown.load(Ordering::Acquire) {
-                let since = *shutdown_seen.get_or_insert_with(Instant::now);
-                if since.elapsed() > self.shutdown_grace {
-                    return Err(Abandoned::Shutdown);
+            // Before retrying, settle what the failed attempt may have stored,
+            // and repeat the INSERT only once that is known: retrying after a
+            // failed check stored batches twice when ClickHouse came back
+            // between the check and the retry.
+            loop {
+                if revoked.load(Ordering::Acquire) {
+                    return Err(Abandoned::Revoked);
                 }
-            }
-            // Before retrying, settle what the failed attempt may have stored.
-            if let Err(e) = self.settle(batch, &mut progress).await {
-                warn!(error = %format!("{e:#}"), "could not check what a failed insert stored");
+                if self.shutdown.load(Ordering::Acquire) {
+                    let since = *shutdown_seen.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.shutdown_grace {
+                        return Err(Abandoned::Shutdown);
+                    }
+                }
+                match self.settle(batch, &mut progress).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        warn!(topic = %batch.topic, partition = batch.partition,
+                              first_offset = batch.first_offset, error = %format!("{e:#}"),
+                              retry_in_ms = delay.as_millis() as u64,
+                              "could not check what a failed insert stored; checking again");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
             }
         }
     }
@@ -213,6 +226,32 @@ impl Sink {
             {
                 info!(table = t.name(), topic = %batch.topic, partition = batch.partition,
                       first_offset = batch.first_offset, "a failed INSERT had been stored; not repeating it");
+                progress.tables_done[t as usize] = true;
+                continue;
+            }
+            // No ledger row: the rows themselves may still be there (the
+            // server died between the table's part and the ledger view's, as
+            // a ClickHouse stopped under load and then SIGKILLed does);
+            // repeating the INSERT would store them twice.
+            let Some(ts) = batch.tables[t as usize].ts_range else {
+                continue;
+            };
+            let n = recovery::table_rows_in_range(
+                &self.ch,
+                &self.db,
+                t,
+                &batch.topic,
+                batch.partition,
+                batch.first_offset,
+                batch.last_offset,
+                ts,
+            )
+            .await?;
+            if n > 0 {
+                let rows = batch.tables[t as usize].rows as u64;
+                warn!(table = t.name(), topic = %batch.topic, partition = batch.partition,
+                      first_offset = batch.first_offset, stored = n, rows,
+                      "a failed INSERT had stored rows but no ledger row (server died mid-INSERT); not repeating it");
                 progress.tables_done[t as usize] = true;
             }
         }

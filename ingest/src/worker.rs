@@ -419,6 +419,7 @@ impl Worker {
             let tr = batch.table(t);
             route::encode(&rec, &env, &meta, now_ms, &mut tr.bytes);
             tr.rows += 1;
+            tr.note_ts(rec.event_ts_ms());
             Ok(())
         });
         if let Err(rej) = outcome {
@@ -440,6 +441,7 @@ impl Worker {
                     &mut tr.bytes,
                 );
                 tr.rows += 1;
+                tr.note_ts(now_ms);
                 batch.push_dead_letter(DeadLetter {
                     offset,
                     reason: rej.reason,
@@ -452,7 +454,7 @@ impl Worker {
                     } else {
                         self.cfg.ingest.max_message_bytes
                     })]
-                    .to_vec(),
+                        .to_vec(),
                 });
             }
         }

@@ -503,6 +503,8 @@ pub fn full_env(cfg: &Config) -> Vec<(String, String)> {
         ("REDIS__CLUSTER", cfg.redis.cluster.to_string()),
         ("CLICKHOUSE__USER", cfg.clickhouse.user.clone()),
         ("JOINER__KEY_PREFIX", j.key_prefix.clone()),
+        ("JOINER__CONSUMERS", j.consumers.to_string()),
+        ("INGEST__CONSUMERS", cfg.ingest.consumers.to_string()),
         ("JOINER__METRICS_LISTEN", j.metrics_listen.clone()),
         ("JOINER__RETRY_MIN_MS", j.retry_min_ms.to_string()),
         ("JOINER__RETRY_MAX_MS", j.retry_max_ms.to_string()),
@@ -854,7 +856,7 @@ impl Pipeline {
         o.elapsed_s = self.started.elapsed().as_secs_f64();
         o.peak_rss_ingest_mib = self.rss.peak_kib("ingest") as f64 / 1024.0;
         o.peak_rss_joiner_mib = self.rss.peak_kib("joiner") as f64 / 1024.0;
-        o.notes.extend(self.notes.drain(..));
+        o.notes.append(&mut self.notes);
         o.record();
         o
     }
@@ -1083,7 +1085,7 @@ impl Outcome {
     /// One Markdown table row.
     pub fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {:.1} s | {:.0} / {:.0} MiB |",
+            "| {} | {} | {} | {} | {} | {} | {}/{} | {}/{} | {} | {} | {:.1} s | {} |",
             self.scenario,
             self.sent,
             self.stored,
@@ -1097,8 +1099,14 @@ impl Outcome {
             self.faults,
             self.recovery_s.map_or("-".into(), |s| format!("{s:.1} s")),
             self.catch_up_s,
-            self.peak_rss_ingest_mib,
-            self.peak_rss_joiner_mib,
+            if self.peak_rss_ingest_mib + self.peak_rss_joiner_mib > 0.0 {
+                format!(
+                    "{:.0} / {:.0} MiB",
+                    self.peak_rss_ingest_mib, self.peak_rss_joiner_mib
+                )
+            } else {
+                "-".into()
+            },
         )
     }
 
