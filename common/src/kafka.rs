@@ -41,7 +41,11 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
         .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string())
         // librdkafka's default (1000 ms) stalls consumption for a second each
         // time the local queue fills; measured: steady ~220k msg/s with 20 ms.
-        .set("fetch.queue.backoff.ms", "20");
+        .set("fetch.queue.backoff.ms", "20")
+        // A subscribed topic that disappears and comes back (recreated, or a
+        // broker that lost its log) is only seen again on a metadata refresh:
+        // librdkafka's default of 5 minutes left it unconsumed that long.
+        .set("topic.metadata.refresh.interval.ms", "10000");
     for (key, v) in &k.properties {
         c.set(key, v);
     }

@@ -17,15 +17,24 @@ pub struct TableRows {
     /// Smallest and largest value of the rows' `ts` column (ms): lets
     /// `Sink::settle` look for the rows themselves with a primary-key range.
     pub ts_range: Option<(i64, i64)>,
+    /// Smallest and largest Kafka timestamp (ms) of the rows' messages: tells
+    /// this batch's rows from an earlier incarnation's at the same offsets.
+    pub kafka_ts_range: (i64, i64),
 }
 
 impl TableRows {
-    /// Records one row's `ts` (ms).
-    pub fn note_ts(&mut self, ts_ms: i64) {
-        self.ts_range = Some(match self.ts_range {
-            None => (ts_ms, ts_ms),
-            Some((lo, hi)) => (lo.min(ts_ms), hi.max(ts_ms)),
-        });
+    /// Records one row's `ts` and its message's Kafka timestamp (ms).
+    pub fn note_ts(&mut self, ts_ms: i64, kafka_ts_ms: i64) {
+        (self.ts_range, self.kafka_ts_range) = match self.ts_range {
+            None => (Some((ts_ms, ts_ms)), (kafka_ts_ms, kafka_ts_ms)),
+            Some((lo, hi)) => (
+                Some((lo.min(ts_ms), hi.max(ts_ms))),
+                (
+                    self.kafka_ts_range.0.min(kafka_ts_ms),
+                    self.kafka_ts_range.1.max(kafka_ts_ms),
+                ),
+            ),
+        };
     }
 }
 

@@ -17,6 +17,9 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Messages skipped after a restart because ClickHouse already had them.
     pub skipped_recovered: IntCounterVec,
+    /// Ledger ranges found to describe an earlier incarnation of a topic
+    /// (recreated, or a broker that lost its log) and ignored.
+    pub stale_ledger_ranges: IntCounterVec,
     pub batch_rows: Histogram,
     pub batch_bytes: Histogram,
     /// Duration of one table's INSERT, by table.
@@ -106,6 +109,11 @@ impl Metrics {
             skipped_recovered: counter_vec(
                 "skipped_recovered_total",
                 "Messages skipped after a restart because ClickHouse already stored them",
+                &["topic"],
+            ),
+            stale_ledger_ranges: counter_vec(
+                "stale_ledger_ranges_total",
+                "Ledger ranges of an earlier incarnation of the topic (recreated, or its broker lost the log), ignored by recovery",
                 &["topic"],
             ),
             batch_rows: hist(

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clickhouse::Client;
 
+use crate::rowbinary::datetime_secs;
 use crate::table::Table;
 
 /// The `query_id` prefix of every INSERT for one Kafka partition.
@@ -25,10 +26,44 @@ pub fn query_id_prefix(topic: &str, partition: i32) -> String {
     format!("adlog-ingest/{topic}/{partition}/")
 }
 
+/// One ledger row: offsets `lo..=hi` of one partition stored in `table` by one
+/// INSERT at `ingested_at` (seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Range {
+    table: Table,
+    lo: u64,
+    hi: u64,
+    ingested_at: u32,
+    /// A message of this very partition incarnation was found stored in
+    /// ClickHouse under this range (see [`Stored::check`]).
+    verified: bool,
+}
+
+/// What to do with a message, given the stored ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Not stored: write it.
+    Store,
+    /// In a range already verified for this incarnation: skip it.
+    Skip,
+    /// Only in a range not yet verified: look the message up in ClickHouse
+    /// ([`row_stored`]), then [`Stored::verified`] or [`Stored::stale`].
+    Verify(usize),
+}
+
 /// Offset ranges of one partition already stored, per table.
+///
+/// Offsets alone do not identify a message: a topic deleted and recreated, or
+/// a broker that lost its log, hands out offsets 0.. again, and the ledger
+/// still holds the earlier incarnation's ranges. Skipping on those would drop
+/// new data. So a range is trusted only after one message it claims was found
+/// stored with the same Kafka timestamp and event time ([`row_stored`]); a
+/// range whose message is not there is stale, and so is every range ingested
+/// before it. A message in a verified range is skipped without a lookup, so
+/// recovery costs one point query per stored range, not per message.
 #[derive(Debug, Default, Clone)]
 pub struct Stored {
-    ranges: Vec<(Table, u64, u64)>,
+    ranges: Vec<Range>,
 }
 
 impl Stored {
@@ -40,18 +75,50 @@ impl Stored {
         self.ranges.len()
     }
 
-    /// True when `offset` routed to `table` is already in ClickHouse.
-    pub fn contains(&self, table: Table, offset: i64) -> bool {
+    /// Whether `offset` routed to `table` is stored (as far as the ledger can
+    /// tell without a lookup).
+    pub fn check(&self, table: Table, offset: i64) -> Check {
         let o = offset as u64;
-        self.ranges
-            .iter()
-            .any(|&(t, lo, hi)| t == table && lo <= o && o <= hi)
+        let mut newest: Option<usize> = None;
+        for (i, r) in self.ranges.iter().enumerate() {
+            if r.table != table || o < r.lo || o > r.hi {
+                continue;
+            }
+            if r.verified {
+                return Check::Skip;
+            }
+            if newest.is_none_or(|n| self.ranges[n].ingested_at < r.ingested_at) {
+                newest = Some(i);
+            }
+        }
+        newest.map_or(Check::Store, Check::Verify)
+    }
+
+    /// The range `i` (from [`Check::Verify`]) holds this incarnation's data.
+    pub fn verified(&mut self, i: usize) {
+        self.ranges[i].verified = true;
+    }
+
+    /// The range `i` belongs to an earlier incarnation of the partition:
+    /// forgets it and every unverified range ingested no later than it.
+    /// Returns how many ranges were dropped.
+    pub fn stale(&mut self, i: usize) -> usize {
+        let at = self.ranges[i].ingested_at;
+        let before = self.ranges.len();
+        self.ranges.swap_remove(i);
+        self.ranges.retain(|r| r.verified || r.ingested_at > at);
+        before - self.ranges.len()
+    }
+
+    /// The table and ingestion time (seconds) of range `i`.
+    pub fn range(&self, i: usize) -> (Table, u32) {
+        (self.ranges[i].table, self.ranges[i].ingested_at)
     }
 
     /// Forgets ranges entirely below `offset` (they can no longer match).
     pub fn forget_below(&mut self, offset: i64) {
         if !self.ranges.is_empty() {
-            self.ranges.retain(|&(_, _, hi)| hi >= offset as u64);
+            self.ranges.retain(|r| r.hi >= offset as u64);
         }
     }
 }
@@ -61,6 +128,7 @@ struct LedgerRow {
     tbl: String,
     min_offset: u64,
     max_offset: u64,
+    ingested_at: u32,
 }
 
 /// Waits (up to `max_wait`) until no INSERT whose query id starts with `prefix`
@@ -102,7 +170,7 @@ pub async fn stored_since(
 ) -> anyhow::Result<Stored> {
     let rows: Vec<LedgerRow> = ch
         .query(&format!(
-            "SELECT tbl, min_offset, max_offset FROM {db}.ingest_ledger \
+            "SELECT tbl, min_offset, max_offset, toUInt32(ingested_at) AS ingested_at FROM {db}.ingest_ledger \
              WHERE topic = ? AND partition = ? AND max_offset >= ?"
         ))
         .bind(topic)
@@ -117,45 +185,59 @@ pub async fn stored_since(
             Table::ALL
                 .into_iter()
                 .find(|t| t.name() == r.tbl)
-                .map(|t| (t, r.min_offset, r.max_offset))
+                .map(|table| Range {
+                    table,
+                    lo: r.min_offset,
+                    hi: r.max_offset,
+                    ingested_at: r.ingested_at,
+                    verified: false,
+                })
         })
         .collect();
     Ok(Stored { ranges })
 }
 
-/// Whether any row of `table` for offsets `first..=last` is already stored
-/// (used after an INSERT whose outcome is unknown, e.g. a timeout).
-pub async fn table_has_range(
+/// Whether the message at `offset` of `topic`/`partition` with Kafka
+/// timestamp `kafka_ts_ms` is stored in `table` with `ts` within `ts_secs`
+/// (inclusive; a raw table's row has the event time, a dead letter the time
+/// it was written): a primary-key lookup of a few granules.
+#[allow(clippy::too_many_arguments)]
+pub async fn row_stored(
     ch: &Client,
     db: &str,
     table: Table,
     topic: &str,
     partition: i32,
-    first: i64,
-    last: i64,
+    offset: i64,
+    kafka_ts_ms: i64,
+    ts_secs: (u32, u32),
 ) -> anyhow::Result<bool> {
     let n: u64 = ch
         .query(&format!(
-            "SELECT count() FROM {db}.ingest_ledger WHERE tbl = ? AND topic = ? AND partition = ? \
-             AND max_offset >= ? AND min_offset <= ?"
+            "SELECT count() FROM {db}.{} WHERE ts >= toDateTime(?) AND ts <= toDateTime(?) \
+             AND _topic = ? AND _partition = ? AND _offset = ? AND _kafka_ts_ms = ?",
+            table.name()
         ))
-        .bind(table.name())
+        .bind(ts_secs.0)
+        .bind(ts_secs.1)
         .bind(topic)
         .bind(partition as u32)
-        .bind(first.max(0) as u64)
-        .bind(last.max(0) as u64)
+        .bind(offset.max(0) as u64)
+        .bind(kafka_ts_ms.max(0) as u64)
         .fetch_one()
         .await
-        .context("reading ingest_ledger")?;
+        .with_context(|| format!("reading {db}.{}", table.name()))?;
     Ok(n > 0)
 }
 
 /// Rows of `table` for offsets `first..=last` of `topic`/`partition` whose
 /// `ts` lies in `ts_ms` (the batch's range: a primary-key and partition
-/// filter, so this reads a few granules, not the table). The ledger row of an
-/// INSERT is written by a materialized view after the table's part: a server
-/// that dies in between leaves rows without a ledger entry, which only this
-/// finds.
+/// filter, so this reads a few granules, not the table) and whose Kafka
+/// timestamp lies in `kafka_ts_ms` (the batch's: rows of an earlier
+/// incarnation of the topic at the same offsets do not count). Used to settle
+/// an INSERT whose outcome is unknown; the rows, not the ledger, are asked,
+/// because the ledger row is written by a materialized view after the
+/// table's part and a server that dies in between leaves rows without one.
 #[allow(clippy::too_many_arguments)]
 pub async fn table_rows_in_range(
     ch: &Client,
@@ -166,19 +248,23 @@ pub async fn table_rows_in_range(
     first: i64,
     last: i64,
     ts_ms: (i64, i64),
+    kafka_ts_ms: (i64, i64),
 ) -> anyhow::Result<u64> {
     let n: u64 = ch
         .query(&format!(
             "SELECT count() FROM {db}.{} WHERE ts >= toDateTime(?) AND ts <= toDateTime(?) \
-             AND _topic = ? AND _partition = ? AND _offset >= ? AND _offset <= ?",
+             AND _topic = ? AND _partition = ? AND _offset >= ? AND _offset <= ? \
+             AND _kafka_ts_ms >= ? AND _kafka_ts_ms <= ?",
             table.name()
         ))
-        .bind(ts_ms.0.div_euclid(1000).max(0) as u64)
-        .bind(ts_ms.1.div_euclid(1000).max(0) as u64)
+        .bind(datetime_secs(ts_ms.0))
+        .bind(datetime_secs(ts_ms.1))
         .bind(topic)
         .bind(partition as u32)
         .bind(first.max(0) as u64)
         .bind(last.max(0) as u64)
+        .bind(kafka_ts_ms.0.max(0) as u64)
+        .bind(kafka_ts_ms.1.max(0) as u64)
         .fetch_one()
         .await
         .with_context(|| format!("reading {db}.{}", table.name()))?;
@@ -189,19 +275,61 @@ pub async fn table_rows_in_range(
 mod tests {
     use super::*;
 
+    fn range(table: Table, lo: u64, hi: u64, ingested_at: u32) -> Range {
+        Range {
+            table,
+            lo,
+            hi,
+            ingested_at,
+            verified: false,
+        }
+    }
+
     #[test]
-    fn contains_is_per_table_and_inclusive() {
+    fn check_is_per_table_and_inclusive() {
         let mut s = Stored {
-            ranges: vec![(Table::Request, 10, 20), (Table::DeadLetter, 15, 15)],
+            ranges: vec![
+                range(Table::Request, 10, 20, 100),
+                range(Table::DeadLetter, 15, 15, 100),
+            ],
         };
-        assert!(s.contains(Table::Request, 10));
-        assert!(s.contains(Table::Request, 20));
-        assert!(!s.contains(Table::Request, 21));
-        assert!(!s.contains(Table::Exposure, 12));
-        assert!(s.contains(Table::DeadLetter, 15));
+        assert_eq!(s.check(Table::Request, 10), Check::Verify(0));
+        assert_eq!(s.check(Table::Request, 20), Check::Verify(0));
+        assert_eq!(s.check(Table::Request, 21), Check::Store);
+        assert_eq!(s.check(Table::Exposure, 12), Check::Store);
+        assert_eq!(s.check(Table::DeadLetter, 15), Check::Verify(1));
+        s.verified(0);
+        assert_eq!(s.check(Table::Request, 11), Check::Skip);
         s.forget_below(16);
         assert_eq!(s.len(), 1);
         s.forget_below(21);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_stale_range_drops_older_unverified_ones_only() {
+        // Offsets 0..=99 of an earlier incarnation (ingested at 100 and 110),
+        // then 0..=49 of the current one (ingested at 500, verified).
+        let mut s = Stored {
+            ranges: vec![
+                range(Table::Request, 0, 49, 100),
+                range(Table::Request, 50, 99, 110),
+                range(Table::Request, 0, 49, 500),
+                range(Table::Exposure, 0, 99, 520),
+            ],
+        };
+        // The newest unverified range holding the offset is asked first.
+        assert_eq!(s.check(Table::Request, 10), Check::Verify(2));
+        s.verified(2);
+        assert_eq!(s.check(Table::Request, 10), Check::Skip);
+        let Check::Verify(i) = s.check(Table::Request, 60) else {
+            panic!("60 is only in the old range")
+        };
+        assert_eq!(s.range(i), (Table::Request, 110));
+        assert_eq!(s.stale(i), 2, "the range and the older one");
+        assert_eq!(s.check(Table::Request, 60), Check::Store);
+        assert_eq!(s.check(Table::Request, 10), Check::Skip);
+        // A newer unverified range survives.
+        assert!(matches!(s.check(Table::Exposure, 5), Check::Verify(_)));
     }
 }

@@ -3,6 +3,12 @@
 //! `Vec<u8>` that is cheap to keep for retries and is sent without re-encoding.
 
 /// Appends ClickHouse RowBinary values to a buffer.
+/// The `DateTime` value a row stores for `ts_ms`: seconds since the epoch,
+/// clamped to UInt32 (recovery looks rows up by exactly this value).
+pub fn datetime_secs(ts_ms: i64) -> u32 {
+    ts_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32
+}
+
 pub trait RowBinary {
     fn put_u8(&mut self, v: u8);
     fn put_u16(&mut self, v: u16);
@@ -17,7 +23,7 @@ pub trait RowBinary {
     }
     /// `DateTime`: seconds since the epoch as UInt32 (clamped to its range).
     fn put_datetime_ms(&mut self, ts_ms: i64) {
-        self.put_u32((ts_ms.div_euclid(1000)).clamp(0, u32::MAX as i64) as u32)
+        self.put_u32(datetime_secs(ts_ms))
     }
     /// `Array(String)` from an iterator with a known length.
     fn put_str_array<'s, I>(&mut self, items: I)

@@ -53,10 +53,10 @@ pub async fn ensure_topics(cfg: &Config, topics: &[&str]) -> anyhow::Result<()> 
         )
     })?;
     for r in results {
-        if let Err((t, code)) = r {
-            if code != RDKafkaErrorCode::TopicAlreadyExists {
-                warn!(topic = %t, error = %code, "could not create topic");
-            }
+        match r {
+            Ok(t) => info!(topic = %t, partitions = cfg.kafka.partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => warn!(topic = %t, error = %code, "could not create topic"),
         }
     }
     Ok(())

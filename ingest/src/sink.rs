@@ -213,26 +213,11 @@ impl Sink {
             if progress.tables_done[t as usize] {
                 continue;
             }
-            if recovery::table_has_range(
-                &self.ch,
-                &self.db,
-                t,
-                &batch.topic,
-                batch.partition,
-                batch.first_offset,
-                batch.last_offset,
-            )
-            .await?
-            {
-                info!(table = t.name(), topic = %batch.topic, partition = batch.partition,
-                      first_offset = batch.first_offset, "a failed INSERT had been stored; not repeating it");
-                progress.tables_done[t as usize] = true;
-                continue;
-            }
-            // No ledger row: the rows themselves may still be there (the
-            // server died between the table's part and the ledger view's, as
-            // a ClickHouse stopped under load and then SIGKILLed does);
-            // repeating the INSERT would store them twice.
+            // The rows are asked, not the ledger: the ledger row is written
+            // after the table's part (a server that dies in between leaves
+            // rows without one, as a ClickHouse stopped under load and then
+            // SIGKILLed does), and the ledger cannot tell this batch from an
+            // earlier incarnation of the topic at the same offsets.
             let Some(ts) = batch.tables[t as usize].ts_range else {
                 continue;
             };
@@ -245,13 +230,14 @@ impl Sink {
                 batch.first_offset,
                 batch.last_offset,
                 ts,
+                batch.tables[t as usize].kafka_ts_range,
             )
             .await?;
             if n > 0 {
                 let rows = batch.tables[t as usize].rows as u64;
-                warn!(table = t.name(), topic = %batch.topic, partition = batch.partition,
+                info!(table = t.name(), topic = %batch.topic, partition = batch.partition,
                       first_offset = batch.first_offset, stored = n, rows,
-                      "a failed INSERT had stored rows but no ledger row (server died mid-INSERT); not repeating it");
+                      "a failed INSERT had been stored; not repeating it");
                 progress.tables_done[t as usize] = true;
             }
         }

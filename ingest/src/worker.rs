@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use common::Config;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -31,8 +32,9 @@ use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchLimits, DeadLetter};
 use crate::metrics::Metrics;
-use crate::recovery::{self, Stored};
+use crate::recovery::{self, Check, Stored};
 use crate::route::{self, Limits, MsgMeta};
+use crate::rowbinary::datetime_secs;
 use crate::sink::Sink;
 use crate::table::Table;
 
@@ -242,6 +244,7 @@ impl Worker {
         let mut generation = 0u64;
         let mut last_commit = Instant::now();
         let mut last_housekeeping = Instant::now();
+        let mut last_recreate: Option<Instant> = None;
 
         while !self.shutdown.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(100));
@@ -249,7 +252,10 @@ impl Worker {
             let idle = polled.is_none();
             match polled {
                 Some(Ok(msg)) => self.handle(&msg, &mut parts, &limits, &blimits),
-                Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
+                Some(Err(e)) => {
+                    warn!(error = %e, "Kafka consumer error");
+                    self.recreate_missing_topics(&e, &mut last_recreate);
+                }
                 None => {}
             }
             // Sealing due batches, draining queues and pausing are cheap but
@@ -412,14 +418,15 @@ impl Worker {
                 now_ms,
             )?;
             let t = rec.table();
-            if stored.contains(t, offset) {
+            let ts = rec.event_ts_ms();
+            if self.already_stored(stored, &key, t, offset, meta.kafka_ts_ms, Some(ts)) {
                 batch.skipped += 1;
                 return Ok(());
             }
             let tr = batch.table(t);
             route::encode(&rec, &env, &meta, now_ms, &mut tr.bytes);
             tr.rows += 1;
-            tr.note_ts(rec.event_ts_ms());
+            tr.note_ts(ts, meta.kafka_ts_ms);
             Ok(())
         });
         if let Err(rej) = outcome {
@@ -427,7 +434,14 @@ impl Worker {
                 .dead_letters
                 .with_label_values(&[msg.topic(), rej.reason])
                 .inc();
-            if stored.contains(Table::DeadLetter, offset) {
+            if self.already_stored(
+                stored,
+                &key,
+                Table::DeadLetter,
+                offset,
+                meta.kafka_ts_ms,
+                None,
+            ) {
                 batch.skipped += 1;
             } else {
                 let raw = payload.unwrap_or_default();
@@ -441,7 +455,7 @@ impl Worker {
                     &mut tr.bytes,
                 );
                 tr.rows += 1;
-                tr.note_ts(now_ms);
+                tr.note_ts(now_ms, meta.kafka_ts_ms);
                 batch.push_dead_letter(DeadLetter {
                     offset,
                     reason: rej.reason,
@@ -467,41 +481,134 @@ impl Worker {
         }
     }
 
+    /// A subscribed topic that vanished (deleted, or a broker that lost its
+    /// log) is created again, as at start (`run::ensure_topics`; at most every
+    /// 10 s, in the background): the joined topic, for one, is otherwise only
+    /// recreated by whatever a broker makes of the joiner's next produce.
+    fn recreate_missing_topics(&self, e: &KafkaError, last: &mut Option<Instant>) {
+        let missing = matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+        );
+        if !missing || last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let cfg = self.cfg.clone();
+        let topics: Vec<String> = self.topic_names.iter().map(|t| t.to_string()).collect();
+        self.rt.spawn(async move {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            if let Err(e) = crate::run::ensure_topics(&cfg, &names).await {
+                warn!(error = %format!("{e:#}"), "recreating missing topics failed");
+            }
+        });
+    }
+
     /// Reads what ClickHouse already stored past `from_offset`, retrying until
     /// ClickHouse answers (or shutdown).
     fn recover(&self, (topic, partition): &Tp, from_offset: i64) -> Stored {
-        let sink = self.sink.clone();
-        let prefix = recovery::query_id_prefix(topic, *partition);
+        let (sink, prefix) = (&self.sink, &recovery::query_id_prefix(topic, *partition));
+        let stored = self
+            .ask_clickhouse(topic, *partition, "recovery", || async move {
+                recovery::wait_no_running_inserts(
+                    &sink.ch,
+                    &sink.processes,
+                    prefix,
+                    Duration::from_secs(120),
+                )
+                .await?;
+                recovery::stored_since(&sink.ch, &sink.db, topic, *partition, from_offset).await
+            })
+            .unwrap_or_default();
+        if !stored.is_empty() {
+            info!(topic = %topic, partition, from_offset, ranges = stored.len(),
+                  "recovery: skipping offsets ClickHouse already stored");
+        }
+        stored
+    }
+
+    /// Whether recovery found the message at `offset` (routed to `table`)
+    /// already stored. The first message of each stored range is looked up in
+    /// ClickHouse by its Kafka timestamp and event time (`event_ts_ms`; None
+    /// for a dead letter, whose `ts` is when it was written): a range holding
+    /// other messages at these offsets is from an earlier incarnation of the
+    /// topic (recreated, or a broker that lost its log) and is dropped.
+    fn already_stored(
+        &self,
+        stored: &mut Stored,
+        (topic, partition): &Tp,
+        table: Table,
+        offset: i64,
+        kafka_ts_ms: i64,
+        event_ts_ms: Option<i64>,
+    ) -> bool {
+        loop {
+            let i = match stored.check(table, offset) {
+                Check::Store => return false,
+                Check::Skip => return true,
+                Check::Verify(i) => i,
+            };
+            let (_, ingested_at) = stored.range(i);
+            let ts_secs = match event_ts_ms {
+                Some(ts) => (datetime_secs(ts), datetime_secs(ts)),
+                None => (ingested_at.saturating_sub(86_400), ingested_at),
+            };
+            let sink = &self.sink;
+            let found = self.ask_clickhouse(topic, *partition, "recovery check", || {
+                recovery::row_stored(
+                    &sink.ch,
+                    &sink.db,
+                    table,
+                    topic,
+                    *partition,
+                    offset,
+                    kafka_ts_ms,
+                    ts_secs,
+                )
+            });
+            // None only on shutdown with ClickHouse unreachable: the batch
+            // cannot be written then either, so nothing is committed past it.
+            if found.unwrap_or(true) {
+                stored.verified(i);
+                return true;
+            }
+            let dropped = stored.stale(i);
+            warn!(topic = %topic, partition, offset, table = table.name(), ranges = dropped,
+                  "recovery: the ledger's ranges at this offset hold other messages (the topic \
+                   was recreated or the broker lost its log); storing these messages");
+            self.metrics
+                .stale_ledger_ranges
+                .with_label_values(&[topic])
+                .inc_by(dropped as u64);
+        }
+    }
+
+    /// Runs `query` on the runtime until ClickHouse answers; None on shutdown.
+    fn ask_clickhouse<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: i32,
+        what: &str,
+        query: F,
+    ) -> Option<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
         let mut backoff = common::backoff::Backoff::new(
             Duration::from_millis(self.cfg.ingest.retry_min_ms),
             Duration::from_millis(self.cfg.ingest.retry_max_ms),
         );
         loop {
-            let res = self.rt.block_on(async {
-                recovery::wait_no_running_inserts(
-                    &sink.ch,
-                    &sink.processes,
-                    &prefix,
-                    Duration::from_secs(120),
-                )
-                .await?;
-                recovery::stored_since(&sink.ch, &sink.db, topic, *partition, from_offset).await
-            });
-            match res {
-                Ok(stored) => {
-                    if !stored.is_empty() {
-                        info!(topic = %topic, partition, from_offset, ranges = stored.len(),
-                              "recovery: skipping offsets ClickHouse already stored");
-                    }
-                    return stored;
-                }
+            match self.rt.block_on(query()) {
+                Ok(v) => return Some(v),
                 Err(e) => {
                     if self.shutdown.load(Ordering::Acquire) {
-                        return Stored::default();
+                        return None;
                     }
                     let d = backoff.next_delay();
                     warn!(topic = %topic, partition, error = %format!("{e:#}"), retry_in_ms = d.as_millis() as u64,
-                          "recovery: ClickHouse not answering; retrying");
+                          "{what}: ClickHouse not answering; retrying");
                     std::thread::sleep(d);
                 }
             }

@@ -135,18 +135,8 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
                 }
             }
         };
-        // Inputs too: a consumer subscribed to a topic that does not exist yet
-        // sees it only at its next metadata refresh.
-        let mut topics = vec![
-            cfg.topics.joined.as_str(),
-            cfg.topics.exposure.as_str(),
-            cfg.topics.interaction.as_str(),
-        ];
-        if cfg.joiner.emit_unmatched {
-            topics.push(cfg.topics.unmatched.as_str());
-        }
-        output::ensure_topics(&cfg, &topics).await?;
         let output = Output::new(&cfg, metrics.clone())?;
+        output.ensure_topics().await?;
         anyhow::Ok((Arc::new(store), Arc::new(output)))
     })?;
     info!(

@@ -2,6 +2,7 @@
 //! enqueued at once, then every delivery report is awaited; the caller retries
 //! the failed ones with backoff before the batch's offsets are committed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -26,6 +27,10 @@ pub struct OutRecord {
 pub struct Output {
     producer: FutureProducer,
     metrics: Metrics,
+    cfg: Config,
+    /// Set on every partition assignment: the next [`Output::send_all`]
+    /// first creates the topics again if they are gone (see [`Output::recheck_topics`]).
+    recheck: AtomicBool,
 }
 
 impl Output {
@@ -42,12 +47,53 @@ impl Output {
         let producer: FutureProducer = pc
             .create()
             .with_context(|| format!("creating the Kafka producer for {}", cfg.kafka.brokers))?;
-        Ok(Output { producer, metrics })
+        Ok(Output {
+            producer,
+            metrics,
+            cfg: cfg.clone(),
+            recheck: AtomicBool::new(false),
+        })
+    }
+
+    /// The joiner's topics: what it writes and (so that a consumer subscribed
+    /// before they exist need not wait for a metadata refresh) what it reads.
+    fn topics(&self) -> Vec<&str> {
+        let t = &self.cfg.topics;
+        let mut v = vec![
+            t.joined.as_str(),
+            t.exposure.as_str(),
+            t.interaction.as_str(),
+        ];
+        if self.cfg.joiner.emit_unmatched {
+            v.push(t.unmatched.as_str());
+        }
+        v
+    }
+
+    /// Creates the joiner's topics that do not exist.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
+        ensure_topics(&self.cfg, &self.topics()).await
+    }
+
+    /// Called on every partition assignment. A rebalance is what a broker
+    /// that lost its log (or topics deleted under the joiner) looks like from
+    /// here; producing into a topic that no longer exists leaves its creation
+    /// to the broker's auto-create (tansu acknowledged such records and then
+    /// lost them when the topic was created properly), so the topics are
+    /// created again before the next batch is produced.
+    pub fn recheck_topics(&self) {
+        self.recheck.store(true, Ordering::Release);
     }
 
     /// Produces every record and waits for all delivery reports. Returns the
     /// records whose delivery failed (empty = all acknowledged).
     pub async fn send_all(&self, records: Vec<OutRecord>) -> Vec<OutRecord> {
+        if self.recheck.swap(false, Ordering::AcqRel) {
+            if let Err(e) = self.ensure_topics().await {
+                warn!(error = %format!("{e:#}"), "checking the output topics failed; producing anyway");
+                self.recheck.store(true, Ordering::Release);
+            }
+        }
         let mut futures = Vec::with_capacity(records.len());
         let mut failed = Vec::new();
         let mut i = 0;

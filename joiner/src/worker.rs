@@ -472,7 +472,10 @@ impl Worker {
                     collecting.drop_partitions(&tps);
                     tps
                 }
-                Rebal::Assigned(tps) => tps,
+                Rebal::Assigned(tps) => {
+                    self.output.recheck_topics();
+                    tps
+                }
             };
             for tp in &tps {
                 next_offset.remove(tp);
