@@ -42,7 +42,9 @@ pub fn test_config(name: &str) -> Config {
     cfg.kafka.ingest_group = format!("{id}_ingest");
     cfg.kafka.joiner_group = format!("{id}_joiner");
     cfg.clickhouse.database = id;
+    // Any free port: tests run workers in parallel.
     cfg.ingest.metrics_listen = "127.0.0.1:0".into();
+    cfg.joiner.metrics_listen = "127.0.0.1:0".into();
     cfg
 }
 
@@ -72,6 +74,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ),
         ("INGEST__RETRY_MAX_MS", i.retry_max_ms.to_string()),
         ("INGEST__METRICS_LISTEN", i.metrics_listen.clone()),
+        ("JOINER__METRICS_LISTEN", cfg.joiner.metrics_listen.clone()),
     ];
     v.retain(|_| true);
     v.into_iter()
