@@ -1,5 +1,8 @@
 //! librdkafka client configuration built from [`KafkaConfig`](crate::config::KafkaConfig).
 
+use std::time::Duration;
+
+use anyhow::Context;
 use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
@@ -67,4 +70,43 @@ pub fn record_consumer_lag(
             }
         }
     }
+}
+
+/// Creates the topics in `names` that do not exist yet (`k.partitions`
+/// partitions, `replication` replicas). Returns the topics the broker refused
+/// to create, with its reason (a topic that already exists is not refused):
+/// callers decide whether that is fatal. Fails only when Kafka does not answer.
+pub async fn create_topics(
+    k: &KafkaConfig,
+    names: &[&str],
+    replication: i32,
+) -> anyhow::Result<Vec<(String, rdkafka::types::RDKafkaErrorCode)>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(k)
+        .create()
+        .context("creating the Kafka admin client")?;
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, k.partitions, TopicReplication::Fixed(replication)))
+        .collect();
+    // request_timeout bounds the wait for an unreachable broker (librdkafka's
+    // default is socket.timeout.ms, 60 s, before any error is reported).
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(Duration::from_secs(15)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .with_context(|| format!("Kafka at {} is not reachable (kafka.brokers)", k.brokers))?;
+    let mut refused = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, partitions = k.partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => refused.push((name, code)),
+        }
+    }
+    Ok(refused)
 }

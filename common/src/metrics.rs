@@ -10,7 +10,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 
 fn render(registry: &Registry) -> Response<Full<Bytes>> {
@@ -112,5 +115,76 @@ impl IdleWatch {
         let quiet = self.last_change.elapsed();
         quiet >= self.idle
             && (total > 0 || quiet >= self.idle.max(std::time::Duration::from_secs(30)))
+    }
+}
+
+/// One process's registry with its metric-name prefix (`adlog_ingest`,
+/// `adlog_joiner`): each constructor creates a metric and registers it, so no
+/// metric is defined without being served. Names are fixed at compile time,
+/// so an invalid or duplicate one is a bug and panics at startup.
+pub struct Registrar {
+    pub registry: Registry,
+}
+
+impl Registrar {
+    pub fn new(prefix: &str) -> Self {
+        Registrar {
+            registry: Registry::new_custom(Some(prefix.into()), None)
+                .expect("valid registry prefix"),
+        }
+    }
+
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.registry
+            .register(Box::new(c.clone()))
+            .expect("unique metric");
+        c
+    }
+
+    pub fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    pub fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    pub fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        self.register(
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric"),
+        )
+    }
+
+    pub fn histogram_vec(
+        &self,
+        name: &str,
+        help: &str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        self.register(
+            HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .expect("valid metric"),
+        )
+    }
+
+    /// `consumer_lag{topic,partition}`, set from librdkafka's statistics by
+    /// [`crate::kafka::record_consumer_lag`].
+    pub fn consumer_lag(&self) -> IntGaugeVec {
+        self.register(
+            IntGaugeVec::new(
+                Opts::new(
+                    "consumer_lag",
+                    "Messages behind the partition's high watermark",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
+        )
     }
 }

@@ -2,8 +2,8 @@
 //! served on `ingest.metrics_listen`.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -43,117 +43,72 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry =
-            Registry::new_custom(Some("adlog_ingest".into()), None).expect("valid registry prefix");
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
-        };
-        let insert_seconds = HistogramVec::new(
-            HistogramOpts::new("insert_seconds", "ClickHouse INSERT duration by table")
-                .buckets(exponential_buckets(0.001, 2.0, 16).expect("buckets")),
-            &["table"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(insert_seconds.clone()))
-            .expect("unique metric");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "consumer_lag",
-                "Messages behind the partition's high watermark",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(consumer_lag.clone()))
-            .expect("unique metric");
+        let r = common::metrics::Registrar::new("adlog_ingest");
         Metrics {
-            consumed: counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
-            inserted: counter_vec(
+            consumed: r.counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
+            inserted: r.counter_vec(
                 "rows_inserted_total",
                 "Rows acknowledged by ClickHouse",
                 &["table"],
             ),
-            dead_letters: counter_vec(
+            dead_letters: r.counter_vec(
                 "dead_letters_total",
                 "Malformed messages sent to the dead-letter topic and table",
                 &["topic", "reason"],
             ),
-            skipped_recovered: counter_vec(
+            skipped_recovered: r.counter_vec(
                 "skipped_recovered_total",
                 "Messages skipped after a restart because ClickHouse already stored them",
                 &["topic"],
             ),
-            stale_ledger_ranges: counter_vec(
+            stale_ledger_ranges: r.counter_vec(
                 "stale_ledger_ranges_total",
                 "Ledger ranges of an earlier incarnation of the topic (recreated, or its broker lost the log), ignored by recovery",
                 &["topic"],
             ),
-            batch_rows: hist(
+            batch_rows: r.histogram(
                 "batch_rows",
                 "Rows per inserted batch",
                 exponential_buckets(1.0, 4.0, 10).expect("buckets"),
             ),
-            batch_bytes: hist(
+            batch_bytes: r.histogram(
                 "batch_bytes",
                 "Encoded bytes per inserted batch",
                 exponential_buckets(1024.0, 4.0, 10).expect("buckets"),
             ),
-            insert_seconds,
-            insert_errors: counter_vec(
+            insert_seconds: r.histogram_vec(
+                "insert_seconds",
+                "ClickHouse INSERT duration by table",
+                exponential_buckets(0.001, 2.0, 16).expect("buckets"),
+                &["table"],
+            ),
+            insert_errors: r.counter_vec(
                 "insert_errors_total",
                 "Failed INSERT attempts (retried with backoff)",
                 &["table"],
             ),
-            freshness_seconds: hist(
+            freshness_seconds: r.histogram(
                 "freshness_seconds",
                 "Delay from Kafka append time to the row being acknowledged by ClickHouse",
                 vec![
                     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
                 ],
             ),
-            freshness_events: counter(
+            freshness_events: r.counter(
                 "freshness_events_total",
                 "Events whose freshness was measured",
             ),
-            freshness_within_target: counter(
+            freshness_within_target: r.counter(
                 "freshness_within_target_total",
                 "Events queryable within freshness_target_ms of their Kafka append time",
             ),
-            consumer_lag,
-            paused_partitions: gauge("paused_partitions", "Partitions paused by backpressure"),
-            pending_batches: gauge("pending_batches", "Sealed batches not yet acknowledged"),
-            buffered_bytes: gauge("buffered_bytes", "Bytes held in open and pending batches"),
-            commits: counter("commits_total", "Offset commits after acknowledged inserts"),
-            commit_errors: counter("commit_errors_total", "Failed offset commits (retried)"),
-            registry,
+            consumer_lag: r.consumer_lag(),
+            paused_partitions: r.gauge("paused_partitions", "Partitions paused by backpressure"),
+            pending_batches: r.gauge("pending_batches", "Sealed batches not yet acknowledged"),
+            buffered_bytes: r.gauge("buffered_bytes", "Bytes held in open and pending batches"),
+            commits: r.counter("commits_total", "Offset commits after acknowledged inserts"),
+            commit_errors: r.counter("commit_errors_total", "Failed offset commits (retried)"),
+            registry: r.registry,
         }
     }
 }

@@ -7,10 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use common::Config;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::FutureProducer;
-use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -34,30 +31,8 @@ pub struct RunArgs {
 /// Creates `topics` that do not exist yet (other errors are reported, not fatal:
 /// the broker may not allow topic creation, and the topics may be managed elsewhere).
 pub async fn ensure_topics(cfg: &Config, topics: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = common::kafka::client_config(&cfg.kafka)
-        .create()
-        .with_context(|| format!("creating Kafka admin client for {}", cfg.kafka.brokers))?;
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, cfg.kafka.partitions, TopicReplication::Fixed(1)))
-        .collect();
-    // request_timeout bounds the wait for an unreachable broker (librdkafka's
-    // default is socket.timeout.ms, 60 s, before any error is reported).
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(10)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = admin.create_topics(&new, &opts).await.with_context(|| {
-        format!(
-            "creating topics on {}: Kafka not reachable (kafka.brokers)",
-            cfg.kafka.brokers
-        )
-    })?;
-    for r in results {
-        match r {
-            Ok(t) => info!(topic = %t, partitions = cfg.kafka.partitions, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, code)) => warn!(topic = %t, error = %code, "could not create topic"),
-        }
+    for (t, code) in common::kafka::create_topics(&cfg.kafka, topics, 1).await? {
+        warn!(topic = %t, error = %code, "could not create topic");
     }
     Ok(())
 }
@@ -153,7 +128,7 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
                     _ = tokio::signal::ctrl_c() => { info!("SIGINT: finishing in-flight batches"); break; }
                     _ = tick.tick() => {
                         let Some(watch) = watch.as_mut() else { continue };
-                        let total = consumed_total(&metrics);
+                        let total = common::metrics::counter_vec_total(&metrics.consumed);
                         if watch.is_idle(total)
                             && metrics.pending_batches.get() == 0
                             && metrics.buffered_bytes.get() == 0
@@ -182,19 +157,6 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     watcher.abort();
     print_summary(&metrics);
     result
-}
-
-fn consumed_total(m: &Metrics) -> u64 {
-    use prometheus::core::Collector;
-    m.consumed
-        .collect()
-        .iter()
-        .flat_map(|f| {
-            f.get_metric()
-                .iter()
-                .map(|m| m.get_counter().value() as u64)
-        })
-        .sum()
 }
 
 fn print_summary(m: &Metrics) {
@@ -232,7 +194,7 @@ fn print_summary(m: &Metrics) {
     let mut dead = by_label(&m.dead_letters);
     dead.sort();
     info!(
-        consumed = consumed_total(m),
+        consumed = common::metrics::counter_vec_total(&m.consumed),
         inserted = ?inserted,
         dead_letters = dead.iter().map(|(_, n)| n).sum::<u64>(),
         skipped_recovered = ?by_label(&m.skipped_recovered),

@@ -2,8 +2,7 @@
 //! `joiner.metrics_listen`, names prefixed `adlog_joiner_`.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 #[derive(Clone)]
@@ -55,138 +54,104 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let registry =
-            Registry::new_custom(Some("adlog_joiner".into()), None).expect("valid registry prefix");
-        let reg = |c: Box<dyn prometheus::core::Collector>| {
-            registry.register(c).expect("unique metric");
-        };
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            reg(Box::new(c.clone()));
-            c
-        };
-        let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            reg(Box::new(c.clone()));
-            c
-        };
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            reg(Box::new(g.clone()));
-            g
-        };
-        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
-                .expect("valid metric");
-            reg(Box::new(h.clone()));
-            h
-        };
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "consumer_lag",
-                "Messages behind the partition's high watermark",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid metric");
-        reg(Box::new(consumer_lag.clone()));
+        let r = common::metrics::Registrar::new("adlog_joiner");
         let m = Metrics {
-            consumed: counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
-            invalid: counter_vec(
+            consumed: r.counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
+            invalid: r.counter_vec(
                 "invalid_total",
                 "Malformed messages skipped (ingest dead-letters them)",
                 &["topic", "reason"],
             ),
-            joined: counter_vec(
+            joined: r.counter_vec(
                 "joined_total",
                 "Joined events produced (hits), by the side that completed the join",
                 &["side"],
             ),
-            misses: counter(
+            misses: r.counter(
                 "misses_total",
                 "Interactions that found no exposure in Redis (parked until it arrives)",
             ),
-            parked: counter("parked_total", "Interactions pushed to a park list"),
-            park_overflow: counter(
+            parked: r.counter("parked_total", "Interactions pushed to a park list"),
+            park_overflow: r.counter(
                 "park_overflow_total",
                 "Interactions dropped because the mark_id's park list was full",
             ),
-            out_of_window: counter_vec(
+            out_of_window: r.counter_vec(
                 "out_of_window_total",
                 "Partner found but outside the join window, by the side that arrived second",
                 &["side"],
             ),
-            unmatched: counter_vec(
+            unmatched: r.counter_vec(
                 "unmatched_total",
                 "Events without a partner within the window (counted by the sweeper)",
                 &["side"],
             ),
-            unmatched_unknown: counter_vec(
+            unmatched_unknown: r.counter_vec(
                 "unmatched_unknown_total",
                 "Due entries whose state had expired before the sweeper checked them",
                 &["side"],
             ),
-            batch_duplicates: counter(
+            batch_duplicates: r.counter(
                 "batch_duplicates_total",
                 "Joined ids seen twice within one batch (produced once)",
             ),
-            decode_errors: counter(
+            decode_errors: r.counter(
                 "state_decode_errors_total",
                 "Redis values that could not be decoded (skipped)",
             ),
-            redis_roundtrip_seconds: hist(
+            redis_roundtrip_seconds: r.histogram(
                 "redis_roundtrip_seconds",
                 "Duration of one Redis round trip of a batch (its pipeline on all nodes; naive: one command)",
                 exponential_buckets(0.0001, 2.0, 18).expect("buckets"),
             ),
-            redis_commands_per_batch: hist(
+            redis_commands_per_batch: r.histogram(
                 "redis_commands_per_batch",
                 "Redis commands in one batch's pipeline",
                 exponential_buckets(1.0, 4.0, 10).expect("buckets"),
             ),
-            batch_messages: hist(
+            batch_messages: r.histogram(
                 "batch_messages",
                 "Kafka messages per batch",
                 exponential_buckets(1.0, 4.0, 10).expect("buckets"),
             ),
-            batch_retries: counter_vec(
+            batch_retries: r.counter_vec(
                 "batch_retries_total",
                 "Failed attempts of a batch stage, retried with backoff",
                 &["stage"],
             ),
-            redis_errors: counter_vec(
+            redis_errors: r.counter_vec(
                 "redis_errors_total",
                 "Redis errors by kind (io, timeout, noscript, moved, server, ...)",
                 &["kind"],
             ),
-            produced: counter_vec(
+            produced: r.counter_vec(
                 "produced_total",
                 "Events acknowledged by Kafka, by topic",
                 &["topic"],
             ),
-            produce_errors: counter(
+            produce_errors: r.counter(
                 "produce_errors_total",
                 "Failed deliveries (retried with backoff)",
             ),
-            commits: counter("commits_total", "Offset commits after acknowledged batches"),
-            commit_errors: counter("commit_errors_total", "Failed offset commits"),
-            consumer_lag,
-            stalled: gauge(
+            commits: r.counter("commits_total", "Offset commits after acknowledged batches"),
+            commit_errors: r.counter("commit_errors_total", "Failed offset commits"),
+            consumer_lag: r.consumer_lag(),
+            stalled: r.gauge(
                 "stalled",
                 "1 while a batch is retried (Redis/Kafka down) and consumption is paused",
             ),
-            redis_keys: gauge("redis_keys", "Keys in Redis (DBSIZE over all masters)"),
-            redis_used_memory_bytes: gauge(
+            redis_keys: r.gauge("redis_keys", "Keys in Redis (DBSIZE over all masters)"),
+            redis_used_memory_bytes: r.gauge(
                 "redis_used_memory_bytes",
                 "Redis used_memory (INFO memory, over all masters)",
             ),
-            sweeps: counter("sweeps_total", "Sweeper passes"),
-            sweep_seconds: hist(
+            sweeps: r.counter("sweeps_total", "Sweeper passes"),
+            sweep_seconds: r.histogram(
                 "sweep_seconds",
                 "Duration of one sweeper pass",
                 exponential_buckets(0.001, 2.0, 14).expect("buckets"),
             ),
-            registry,
+            registry: r.registry,
         };
         // Make the labelled series visible from the start (dashboards, alerts).
         for side in ["exposure", "interaction"] {

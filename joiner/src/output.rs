@@ -8,11 +8,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use common::Config;
 use futures_util::future::join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::metrics::Metrics;
 
@@ -72,7 +70,13 @@ impl Output {
 
     /// Creates the joiner's topics that do not exist.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
-        ensure_topics(&self.cfg, &self.topics()).await
+        let replication = self.cfg.loadgen.replication_factor;
+        let refused =
+            common::kafka::create_topics(&self.cfg.kafka, &self.topics(), replication).await?;
+        if let Some((name, e)) = refused.first() {
+            bail!("creating topic {name}: {e}");
+        }
+        Ok(())
     }
 
     /// Called on every partition assignment. A rebalance is what a broker
@@ -153,41 +157,4 @@ impl Output {
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
     }
-}
-
-/// Creates the topics in `names` that do not exist yet (`kafka.partitions`
-/// partitions, replication factor `loadgen.replication_factor`).
-pub async fn ensure_topics(cfg: &Config, names: &[&str]) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = common::kafka::client_config(&cfg.kafka)
-        .create()
-        .context("creating the Kafka admin client")?;
-    let new: Vec<NewTopic> = names
-        .iter()
-        .map(|n| {
-            NewTopic::new(
-                n,
-                cfg.kafka.partitions,
-                TopicReplication::Fixed(cfg.loadgen.replication_factor),
-            )
-        })
-        .collect();
-    // request_timeout bounds the wait for an unreachable broker (librdkafka's
-    // default is socket.timeout.ms, 60 s, before any error is reported).
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(15)))
-        .request_timeout(Some(Duration::from_secs(15)));
-    let results = admin.create_topics(&new, &opts).await.with_context(|| {
-        format!(
-            "Kafka at {} is not reachable (kafka.brokers)",
-            cfg.kafka.brokers
-        )
-    })?;
-    for r in results {
-        match r {
-            Ok(name) => info!(topic = %name, partitions = cfg.kafka.partitions, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, e)) => bail!("creating topic {name}: {e}"),
-        }
-    }
-    Ok(())
 }

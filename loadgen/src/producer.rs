@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use common::Config;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
@@ -92,39 +92,19 @@ pub async fn ensure_topics(
     producer: &FutureProducer,
     replication_factor: i32,
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = common::kafka::client_config(&cfg.kafka)
-        .create()
-        .context("creating the Kafka admin client")?;
     let names: Vec<String> = TYPES
         .iter()
         .map(|t| cfg.topics.topic_for(*t).to_owned())
         .collect();
     let existing = topic_partitions(producer, &cfg.kafka.brokers, Duration::from_secs(10)).await?;
-    let missing: Vec<&String> = names
+    let missing: Vec<&str> = names
         .iter()
-        .filter(|n| !existing.contains_key(n.as_str()))
+        .map(String::as_str)
+        .filter(|n| !existing.contains_key(*n))
         .collect();
-    if !missing.is_empty() {
-        let new: Vec<NewTopic> = missing
-            .iter()
-            .map(|n| {
-                NewTopic::new(
-                    n,
-                    cfg.kafka.partitions,
-                    TopicReplication::Fixed(replication_factor),
-                )
-            })
-            .collect();
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(15)));
-        for r in admin.create_topics(&new, &opts).await? {
-            match r {
-                Ok(name) => {
-                    tracing::info!(topic = %name, partitions = cfg.kafka.partitions, "created topic")
-                }
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((name, e)) => bail!("creating topic {name}: {e}"),
-            }
-        }
+    let refused = common::kafka::create_topics(&cfg.kafka, &missing, replication_factor).await?;
+    if let Some((name, e)) = refused.first() {
+        bail!("creating topic {name}: {e}");
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
