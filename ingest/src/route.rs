@@ -225,14 +225,20 @@ pub fn encode(
             buf.put_i64(r.delay_ms);
         }
     }
-    buf.put_str(meta.topic);
-    buf.put_u32(meta.partition as u32);
-    buf.put_u64(meta.offset as u64);
-    buf.put_u64(meta.kafka_ts_ms.max(0) as u64);
+    put_kafka_columns(buf, meta);
     buf.put_str(env.host.as_deref().unwrap_or(""));
     buf.put_str(env.file_path.as_deref().unwrap_or(""));
     buf.put_u64(env.file_offset.unwrap_or(0));
     buf.put_datetime_ms(ingested_at_ms);
+}
+
+/// `_topic, _partition, _offset, _kafka_ts_ms`: every raw table and dead_letter.
+#[inline]
+fn put_kafka_columns(buf: &mut Vec<u8>, meta: &MsgMeta<'_>) {
+    buf.put_str(meta.topic);
+    buf.put_u32(meta.partition as u32);
+    buf.put_u64(meta.offset as u64);
+    buf.put_u64(meta.kafka_ts_ms.max(0) as u64);
 }
 
 /// Encodes a dead-letter row (raw bytes capped at `max_raw`).
@@ -250,8 +256,5 @@ pub fn encode_dead_letter(
     buf.put_str(&rej.error);
     buf.put_bytes(&payload[..payload.len().min(max_raw)]);
     buf.put_u64(payload.len() as u64);
-    buf.put_str(meta.topic);
-    buf.put_u32(meta.partition as u32);
-    buf.put_u64(meta.offset as u64);
-    buf.put_u64(meta.kafka_ts_ms.max(0) as u64);
+    put_kafka_columns(buf, meta);
 }

@@ -140,17 +140,22 @@ pub struct Store {
     metrics: Metrics,
 }
 
+/// The cluster seed nodes of `redis.url` (comma-separated).
+fn seed_nodes(url: &str) -> anyhow::Result<Vec<&str>> {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    anyhow::ensure!(!nodes.is_empty(), "redis.url names no cluster seed node");
+    Ok(nodes)
+}
+
 /// Checks that `redis.url` parses (without connecting): a malformed URL is
 /// a configuration error, not something to retry.
 pub fn check_url(cfg: &common::config::RedisConfig) -> anyhow::Result<()> {
     if cfg.cluster {
-        let nodes: Vec<&str> = cfg
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        anyhow::ensure!(!nodes.is_empty(), "redis.url names no cluster seed node");
+        let nodes = seed_nodes(&cfg.url)?;
         redis::cluster::ClusterClientBuilder::new(nodes)
             .build()
             .context("redis.url: invalid cluster seed nodes")?;
@@ -170,13 +175,7 @@ impl Store {
         metrics: Metrics,
     ) -> anyhow::Result<Store> {
         let conn = if cfg.cluster {
-            let nodes: Vec<&str> = cfg
-                .url
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
-            anyhow::ensure!(!nodes.is_empty(), "redis.url names no cluster seed node");
+            let nodes = seed_nodes(&cfg.url)?;
             let client = redis::cluster::ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -403,78 +403,10 @@ async fn kill_9_mid_stream_and_restart_join_exactly() {
     assert_eq!(b.term(Duration::from_secs(30)), 0);
 }
 
-/// A redis-server of our own (AOF with fsync on every write, so a kill -9
-/// loses nothing that was acknowledged).
-struct OwnRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl OwnRedis {
-    fn start() -> OwnRedis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = OwnRedis {
-            child: None,
-            port,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        r.up();
-        r
-    }
-
-    fn up(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--logfile", "redis.log", "--daemonize", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian package redis-server) must be installed");
-        self.child = Some(child);
-        let start = Instant::now();
-        while redis_ping(&format!("127.0.0.1:{}", self.port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "own redis-server on {} did not start",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_mid_stream_join_exactly() {
-    let mut redis = OwnRedis::start();
+    // AOF with fsync on every write: a kill -9 loses nothing acknowledged.
+    let mut redis = integration_tests::reliability::OwnRedis::start("jn");
     let mut cfg = test_config("jn_redis");
     cfg.redis.url = format!("redis://127.0.0.1:{}", redis.port);
     cfg.redis.cluster = false;

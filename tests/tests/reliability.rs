@@ -91,48 +91,58 @@ fn wait_joined(pl: &mut Pipeline, more: u64) {
 
 // ------------------------------------------------------------- scenarios ---
 
+/// The frame every scenario shares: ingest and joiner (tagged `tag`) run on
+/// `cfg` while the generator sends `s.events`; `faults` acts meanwhile (it
+/// runs on a blocking thread); then the workers finish and the exact checks
+/// run (`ch_url`: ClickHouse for the checks, never through a proxy).
+async fn scenario(
+    name: &str,
+    cfg: &Config,
+    ch_url: &str,
+    s: Scale,
+    tag: &str,
+    faults: impl FnOnce(&mut Pipeline),
+) -> integration_tests::reliability::Outcome {
+    let mut pl = block(|| Pipeline::new(name, cfg.clone(), ch_url));
+    pl.start("ingest", tag);
+    pl.start("joiner", tag);
+    pl.expect(s.events);
+    let gen = start_generator(cfg, s);
+    block(|| faults(&mut pl));
+    let m = manifest(gen).await;
+    block(|| pl.finish(&m, s.timeout))
+}
+
 async fn kill9_ingest(s: Scale) {
     let name = format!("kill -9 ingest ×{}{}", s.repeats, s.tag);
     let cfg = pipeline_config("rel_kill_ingest");
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
         let mut seen = 0;
         for i in 0..s.repeats {
-            seen = wait_raw(&mut pl, seen, 1);
+            seen = wait_raw(pl, seen, 1);
             std::thread::sleep(Duration::from_millis(400 + 250 * (i as u64 % 4)));
             pl.kill9("ingest");
             pl.start("ingest", &(i + 1).to_string());
             pl.recovered("raw", Duration::from_secs(60));
         }
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
 async fn kill9_joiner(s: Scale) {
     let name = format!("kill -9 joiner ×{}{}", s.repeats, s.tag);
     let cfg = pipeline_config("rel_kill_joiner");
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
         for i in 0..s.repeats {
-            wait_joined(&mut pl, 1);
+            wait_joined(pl, 1);
             std::thread::sleep(Duration::from_millis(300 + 250 * (i as u64 % 4)));
             pl.kill9("joiner");
             pl.start("joiner", &(i + 1).to_string());
             pl.recovered("joined", Duration::from_secs(60));
         }
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
@@ -150,24 +160,18 @@ async fn clickhouse_stop_restart(s: Scale) {
     });
     let mut cfg = pipeline_config("rel_ch_restart");
     cfg.clickhouse.url = own.ch_url();
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &own.ch_url()));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
+    let o = scenario(&name, &cfg, &own.ch_url(), s, "0", |pl| {
         let mut seen = 0;
         for _ in 0..s.repeats.min(2) {
-            wait_raw(&mut pl, seen, 1);
+            wait_raw(pl, seen, 1);
             own.down("clickhouse");
             pl.hold(s.outage);
             own.up("clickhouse");
             pl.recovered("raw", Duration::from_secs(90));
             seen = pl.progress().raw();
         }
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     assert!(
         o.peak_rss_ingest_mib < 256.0,
         "ingest memory during the outage: {} MiB",
@@ -193,19 +197,13 @@ async fn clickhouse_slow(s: Scale) {
         .unwrap();
     let proxy = DelayProxy::start(target, delay);
     cfg.clickhouse.url = proxy.url();
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &direct));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
-        wait_raw(&mut pl, 0, 1);
+    let o = scenario(&name, &cfg, &direct, s, "0", |pl| {
+        wait_raw(pl, 0, 1);
         pl.hold(s.outage * 2);
         proxy.set_delay(Duration::ZERO);
         pl.recovered("raw", Duration::from_secs(60));
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
@@ -219,22 +217,16 @@ async fn redis_restart(s: Scale) {
     let mut redis = block(|| OwnRedis::start("rel"));
     let mut cfg = pipeline_config("rel_redis");
     cfg.redis.url = redis.url();
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
         for _ in 0..s.repeats.min(3) {
-            wait_joined(&mut pl, 1);
+            wait_joined(pl, 1);
             redis.kill9();
             pl.hold(s.outage);
             redis.up();
             pl.recovered("joined", Duration::from_secs(60));
         }
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
@@ -256,24 +248,18 @@ async fn broker_frozen(s: Scale) {
     });
     let mut cfg = pipeline_config("rel_broker_freeze");
     cfg.kafka.brokers = own.kafka_brokers();
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
-    pl.start("ingest", "0");
-    pl.start("joiner", "0");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
         let mut seen = 0;
         for _ in 0..s.repeats.min(2) {
-            wait_raw(&mut pl, seen, 1);
+            wait_raw(pl, seen, 1);
             own.freeze("kafka", true);
             pl.hold(s.outage);
             own.freeze("kafka", false);
             pl.recovered("raw", Duration::from_secs(90));
             seen = pl.progress().raw();
         }
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
@@ -294,26 +280,20 @@ async fn rebalance(s: Scale) {
     // docs/RELIABILITY.md). One member per process, like ingest, rebalances
     // in ~3 s.
     cfg.joiner.consumers = 1;
-    let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
-    pl.start("ingest", "a");
-    pl.start("joiner", "a");
-    pl.expect(s.events);
-    let gen = start_generator(&cfg, s);
-    block(|| {
-        wait_raw(&mut pl, 0, 1);
-        wait_joined(&mut pl, 1);
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "a", |pl| {
+        wait_raw(pl, 0, 1);
+        wait_joined(pl, 1);
         pl.start("ingest", "b");
         pl.start("joiner", "b");
         pl.recovered("raw", Duration::from_secs(60));
         // Then the first ones ("a", the oldest) leave.
         let seen = pl.progress().raw();
-        wait_raw(&mut pl, seen, 1);
+        wait_raw(pl, seen, 1);
         pl.term_oldest("ingest");
         pl.term_oldest("joiner");
         pl.recovered("raw", Duration::from_secs(60));
-    });
-    let m = manifest(gen).await;
-    let o = block(|| pl.finish(&m, s.timeout));
+    })
+    .await;
     o.assert_exact();
 }
 
