@@ -179,6 +179,11 @@ impl Drop for OwnStack {
             }
             let _ = self.stack("down", &svc);
         }
+        // A passed scenario leaves nothing behind (ClickHouse data dirs of
+        // every run filled the disk); a failed one keeps its logs.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -271,6 +276,9 @@ impl OwnRedis {
 impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.kill9();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
