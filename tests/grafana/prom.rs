@@ -12,12 +12,16 @@ pub fn root() -> PathBuf {
 }
 
 /// Names the workers register (`adlog_ingest_…`, `adlog_joiner_…`), read from
-/// their metrics.rs: every string literal that looks like a metric name.
+/// their metrics.rs and the shared `common::metrics::Registrar` (its
+/// `consumer_lag`, under both prefixes): every string literal that looks
+/// like a metric name.
 pub fn known_metrics() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (file, prefix) in [
         ("ingest/src/metrics.rs", "adlog_ingest_"),
         ("joiner/src/metrics.rs", "adlog_joiner_"),
+        ("common/src/metrics.rs", "adlog_ingest_"),
+        ("common/src/metrics.rs", "adlog_joiner_"),
     ] {
         let src = std::fs::read_to_string(root().join(file)).unwrap();
         for lit in src.split('"').skip(1).step_by(2) {
