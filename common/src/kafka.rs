@@ -84,6 +84,11 @@ pub async fn create_topics(
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
 
+    // Nothing to ask: a CreateTopics call with no topic did not return here
+    // (loadgen hung when ingest had created every topic first).
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(k)
         .create()
         .context("creating the Kafka admin client")?;
