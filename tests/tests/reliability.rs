@@ -336,7 +336,7 @@ async fn rebalance_mid_batch_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long-only for now: after the broker lost its log, ingest's consumer was \
-            once (1 of 4 clean runs) never assigned the recreated joined topic within \
+            once (1 of 4 runs) never assigned the recreated joined topic within \
             90 s (librdkafka saw no change to rejoin for); the input topics were exact \
             in every run. Run by bench/reliability."]
 async fn kafka_broker_restarted_log_lost_exact() {
