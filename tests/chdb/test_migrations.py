@@ -101,11 +101,12 @@ def base_type(t):
     return m.group(1) if m else t
 
 
-def value(col, typ, i):
-    """A plausible value of `typ` for row i (row 0 is an 'edge' request)."""
+def value(col, typ, i, times):
+    """A plausible value of `typ` for row i (row 0 is an 'edge' request);
+    DateTime values come from `times` (the engine's clock, see engine_times)."""
     t = base_type(typ)
     if t == "DateTime":
-        return f"2026-11-21 10:00:0{i}"
+        return times[i]
     if t == "String":
         if col in ("caller", "parent_span_id") and i == 0:
             return ""
@@ -129,10 +130,26 @@ def same(a, b):
     return str(a) == str(b)  # 64-bit integers come back quoted
 
 
+def engine_now(d):
+    """The engine's own clock, in epoch seconds. Test rows are stamped from it,
+    never from a calendar date: the tables' TTLs drop expired rows at insert
+    time, and chDB reads its clock its own way (faketime does not move it)."""
+    return int(d.q("SELECT toUnixTimestamp(now())").strip())
+
+
+def engine_times(d, n):
+    """n consecutive DateTime strings, a minute ago, formatted by the engine."""
+    base = engine_now(d) - 60
+    return [d.q(f"SELECT toString(toDateTime({base + i}))").strip() for i in range(n)]
+
+
 def check_lookups(d, db):
     """The trace lookup queries (as adlog-trace sends them, sql/README.md) and
     the service-edge rollup on a current ClickHouse."""
-    base = 1795000000  # 2026-11-18 08:26:40 UTC
+    # Three hours ago: recent enough for every TTL, and the lookups' ranges
+    # (±1 h around it) do not reach the rows the raw-table check stamped a
+    # minute ago.
+    base = engine_now(d) - 3 * 3600
     lines = [  # (offset s, span, parent, service, caller, status)
         (0, "e0", "", "ad-gateway", "", 200),
         (0, "e1", "e0", "ad-server", "ad-gateway", 200),
@@ -230,7 +247,8 @@ def main():
             if [(n, base_type(t)) for n, t in got] != want:
                 fail(f"{table} columns differ from expected_columns.json:\n  got  {got}\n  want {want}")
 
-            rows = [{n: value(n, t, i) for n, t in got} for i in range(2)]
+            times = engine_times(d, 2)
+            rows = [{n: value(n, t, i, times) for n, t in got} for i in range(2)]
             names = ", ".join(n for n, _ in got)
             d.q(f"INSERT INTO {db}.{table} ({names}) FORMAT JSONEachRow\n"
                 + "\n".join(json.dumps(r) for r in rows))
