@@ -115,3 +115,105 @@ pub async fn create_topics(
     }
     Ok(refused)
 }
+
+/// Notices a group member that owns no partition while its group stands still
+/// with lag, so that it rejoins instead of waiting forever.
+///
+/// Seen on the dev broker after members crashed or overstayed
+/// `max.poll.interval.ms`: a member stayed in the group with an empty
+/// assignment, and the group's partitions went unconsumed. An idle member of a
+/// healthy group (more members than partitions) is left alone: it rejoins only
+/// when the group has lag and its committed offsets did not move over a whole
+/// check interval.
+pub struct StuckGroupWatch {
+    every: Duration,
+    idle_since: Option<std::time::Instant>,
+    last_check: Option<std::time::Instant>,
+    last_committed: Option<i64>,
+}
+
+impl StuckGroupWatch {
+    /// Checks after several session timeouts, at least 30 s (a healthy
+    /// rebalance on the dev broker takes ~3 s).
+    pub fn for_config(k: &KafkaConfig) -> Self {
+        Self::new(
+            Duration::from_millis(5 * k.session_timeout_ms as u64).max(Duration::from_secs(30)),
+        )
+    }
+
+    /// `every`: how long the member owns nothing before the first check, and
+    /// the interval between checks.
+    pub fn new(every: Duration) -> Self {
+        StuckGroupWatch {
+            every,
+            idle_since: None,
+            last_check: None,
+            last_committed: None,
+        }
+    }
+
+    /// Call from the poll loop. True when the member should rejoin (the
+    /// caller unsubscribes and subscribes again). Asks the broker (committed
+    /// offsets and watermarks, a few round trips) at most once per interval
+    /// and only while the member owns nothing.
+    pub fn should_rejoin<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &rdkafka::consumer::BaseConsumer<C>,
+        topics: &[&str],
+        owns_any: bool,
+    ) -> bool {
+        use std::time::Instant;
+        if owns_any {
+            *self = StuckGroupWatch::new(self.every);
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.every || self.last_check.is_some_and(|t| t.elapsed() < self.every)
+        {
+            return false;
+        }
+        self.last_check = Some(Instant::now());
+        let Ok((lag, committed)) = group_lag(consumer, topics) else {
+            return false; // the broker does not answer: nothing to rejoin to
+        };
+        let stuck = lag > 0 && self.last_committed == Some(committed);
+        self.last_committed = Some(committed);
+        if stuck {
+            *self = StuckGroupWatch::new(self.every);
+        }
+        stuck
+    }
+}
+
+/// The group's total lag over `topics` (high watermark − committed offset,
+/// the low watermark where nothing is committed) and the sum of its committed
+/// offsets (to tell whether anybody is consuming).
+fn group_lag<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topics: &[&str],
+) -> anyhow::Result<(i64, i64)> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for t in topics {
+        let md = consumer.fetch_metadata(Some(t), timeout)?;
+        for mt in md.topics() {
+            for p in mt.partitions() {
+                tpl.add_partition(mt.name(), p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let (mut lag, mut sum) = (0i64, 0i64);
+    for e in committed.elements() {
+        let (lo, hi) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout)?;
+        let c = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => lo,
+        };
+        lag += (hi - c).max(0);
+        sum += c;
+    }
+    Ok((lag, sum))
+}

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// Bytes held in open and pending batches (bounded by configuration).
     pub buffered_bytes: IntGauge,
     pub commits: IntCounter,
+    /// Rejoins after owning nothing while the group stood still with lag.
+    pub group_rejoins: IntCounter,
     pub commit_errors: IntCounter,
 }
 
@@ -107,6 +109,10 @@ impl Metrics {
             pending_batches: r.gauge("pending_batches", "Sealed batches not yet acknowledged"),
             buffered_bytes: r.gauge("buffered_bytes", "Bytes held in open and pending batches"),
             commits: r.counter("commits_total", "Offset commits after acknowledged inserts"),
+            group_rejoins: r.counter(
+                "group_rejoins_total",
+                "Rejoins of the consumer group after owning no partition while the group stood still with lag",
+            ),
             commit_errors: r.counter("commit_errors_total", "Failed offset commits (retried)"),
             registry: r.registry,
         }

@@ -133,7 +133,16 @@ struct LedgerRow {
 
 /// Waits (up to `max_wait`) until no INSERT whose query id starts with `prefix`
 /// is running on the server (`processes`: `system.processes`, or on a cluster
-/// the cluster-wide listing of [`crate::clickhouse::processes_source`]).
+/// the cluster-wide listing of [`crate::clickhouse::processes_source`]), seen
+/// twice [`SETTLE`] apart.
+///
+/// Why twice: the previous owner may have sent an INSERT the server has not
+/// registered yet — a server that was frozen (SIGSTOP, a long GC, a stalled
+/// VM) holds it unread in a socket while it answers this query first (seen:
+/// 15 rows stored twice after ClickHouse resumed mid-rebalance). A server that
+/// answers at all reads its pending requests within milliseconds, so an
+/// INSERT sent before this check is listed by the second look. The previous
+/// owner starts no INSERT once revoked (`Sink::write`).
 pub async fn wait_no_running_inserts(
     ch: &Client,
     processes: &str,
@@ -141,6 +150,7 @@ pub async fn wait_no_running_inserts(
     max_wait: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut clear_since: Option<Instant> = None;
     loop {
         let n: u64 = ch
             .query(&format!(
@@ -151,14 +161,25 @@ pub async fn wait_no_running_inserts(
             .await
             .context("querying system.processes")?;
         if n == 0 {
-            return Ok(());
-        }
-        if start.elapsed() > max_wait {
-            anyhow::bail!("{n} inserts with query id {prefix}* still running after {max_wait:?}");
+            match clear_since {
+                Some(t) if t.elapsed() >= SETTLE => return Ok(()),
+                Some(_) => {}
+                None => clear_since = Some(Instant::now()),
+            }
+        } else {
+            clear_since = None;
+            if start.elapsed() > max_wait {
+                anyhow::bail!(
+                    "{n} inserts with query id {prefix}* still running after {max_wait:?}"
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// See [`wait_no_running_inserts`].
+pub const SETTLE: Duration = Duration::from_millis(1000);
 
 /// The stored ranges of `topic`/`partition` that end at or after `from_offset`.
 pub async fn stored_since(

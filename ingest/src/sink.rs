@@ -73,7 +73,10 @@ impl Sink {
         let mut shutdown_seen: Option<Instant> = None;
         let mut attempt = 0u32;
         loop {
-            match self.try_write(batch, &bodies, &mut progress, attempt).await {
+            match self
+                .try_write(batch, &bodies, &mut progress, attempt, revoked)
+                .await
+            {
                 Ok(()) => {
                     if attempt > 0 {
                         info!(topic = %batch.topic, partition = batch.partition,
@@ -82,6 +85,7 @@ impl Sink {
                     }
                     return Ok(());
                 }
+                Err(_) if revoked.load(Ordering::Acquire) => return Err(Abandoned::Revoked),
                 Err(e) => {
                     let delay = backoff.next_delay();
                     warn!(topic = %batch.topic, partition = batch.partition,
@@ -126,6 +130,7 @@ impl Sink {
         bodies: &[Bytes],
         progress: &mut Progress,
         attempt: u32,
+        revoked: &AtomicBool,
     ) -> anyhow::Result<()> {
         if !progress.dead_letters_sent {
             self.send_dead_letters(batch).await?;
@@ -134,6 +139,13 @@ impl Sink {
         for t in Table::ALL {
             if progress.tables_done[t as usize] {
                 continue;
+            }
+            // Revoked: no INSERT may start once the partition can be owned by
+            // another worker, whose recovery waits only for INSERTs already
+            // running. The tables written so far are in the ledger (per table),
+            // so the next owner writes exactly the rest.
+            if revoked.load(Ordering::Acquire) {
+                anyhow::bail!("partition revoked before the {} INSERT", t.name());
             }
             let started = Instant::now();
             let res = self

@@ -10,7 +10,11 @@
 //! - at most `max_pending_batches` sealed batches per partition wait for
 //!   ClickHouse; beyond that the partition is paused (bounded memory);
 //! - on revocation, queued batches are dropped, the one being written is
-//!   finished, acknowledged offsets are committed, then the partition is released.
+//!   finished, acknowledged offsets are committed, then the partition is released;
+//! - the poll loop never waits for ClickHouse: recovery and ledger checks run
+//!   as tasks while their partition is paused and its delivered messages are
+//!   held (see [`Blocked`]), so a slow or frozen ClickHouse cannot push the
+//!   member past `max.poll.interval.ms` or stall the other partitions.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -21,13 +25,13 @@ use anyhow::Context;
 use common::Config;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::ClientContext;
 use schemas::LogType;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::batch::{Batch, BatchLimits, DeadLetter};
@@ -57,6 +61,20 @@ pub struct Ctx {
     parts: Mutex<HashMap<Tp, Arc<PartShared>>>,
     events: Mutex<Vec<Event>>,
     metrics: Metrics,
+    /// How long a revocation waits for the INSERT in flight ([`revoke_grace`]).
+    revoke_grace: Duration,
+}
+
+/// A quarter of `max.poll.interval.ms` (librdkafka's default 300 s, or the
+/// `[kafka.properties]` value), at most 30 s.
+fn revoke_grace(cfg: &Config) -> Duration {
+    let max_poll_ms = cfg
+        .kafka
+        .properties
+        .get("max.poll.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(300_000);
+    Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(30))
 }
 
 enum Event {
@@ -93,9 +111,12 @@ impl ConsumerContext for Ctx {
         for (_, s) in &shared {
             s.revoked.store(true, Ordering::Release);
         }
-        // Let the batch being written finish (queued ones are dropped by the
-        // inserter), so the next owner cannot race with our INSERT.
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Let the INSERT being written finish (queued batches are dropped and
+        // no further INSERT starts once revoked), so the next owner cannot race
+        // with it. Bounded well below max.poll.interval.ms: this runs inside
+        // poll, and a member that overstays it is expelled from the group (a
+        // frozen ClickHouse made the whole group stall that way).
+        let deadline = Instant::now() + self.revoke_grace;
         while shared
             .iter()
             .any(|(_, s)| s.pending.load(Ordering::Acquire) > 0)
@@ -171,11 +192,60 @@ struct PartState {
     paused: bool,
     /// None until the first message: then recovery reads what is already stored.
     stored: Option<Stored>,
+    /// Waiting for ClickHouse (recovery or a ledger check); paused meanwhile.
+    blocked: Option<Blocked>,
     /// Messages below this offset were already handled (guards redelivery).
     next_offset: i64,
     committed_next: i64,
     topic_type: Option<LogType>,
     generation: u64,
+}
+
+/// A question to ClickHouse about one partition, answered by a task.
+#[derive(Debug, Clone)]
+enum Question {
+    /// What is already stored from this offset on (`recovery::stored_since`,
+    /// after in-flight INSERTs of the partition finished).
+    Recover { from_offset: i64 },
+    /// Whether one message a ledger range claims is stored (`recovery::row_stored`).
+    Verify {
+        range: usize,
+        table: Table,
+        offset: i64,
+        kafka_ts_ms: i64,
+        ts_secs: (u32, u32),
+    },
+}
+
+enum Answer {
+    Recovered(Stored),
+    Verified { range: usize, found: bool },
+}
+
+/// A partition waiting for an [`Answer`]: it is paused, and the messages
+/// librdkafka delivered meanwhile (the one that raised the question first)
+/// are held, in offset order, to be handled once the answer is in.
+struct Blocked {
+    rx: oneshot::Receiver<Answer>,
+    question: Question,
+    held: VecDeque<OwnedMessage>,
+}
+
+/// A message that can be kept past the poll that delivered it.
+trait Hold: Message {
+    fn hold(&self) -> OwnedMessage;
+}
+
+impl Hold for BorrowedMessage<'_> {
+    fn hold(&self) -> OwnedMessage {
+        self.detach()
+    }
+}
+
+impl Hold for OwnedMessage {
+    fn hold(&self) -> OwnedMessage {
+        self.clone()
+    }
 }
 
 /// Everything a consumer thread needs.
@@ -223,6 +293,7 @@ impl Worker {
             parts: Mutex::new(HashMap::new()),
             events: Mutex::new(Vec::new()),
             metrics: self.metrics.clone(),
+            revoke_grace: revoke_grace(&self.cfg),
         };
         let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.ingest_group);
         cc.set("statistics.interval.ms", "5000")
@@ -245,13 +316,14 @@ impl Worker {
         let mut last_commit = Instant::now();
         let mut last_housekeeping = Instant::now();
         let mut last_recreate: Option<Instant> = None;
+        let mut watch = common::kafka::StuckGroupWatch::for_config(&self.cfg.kafka);
 
         while !self.shutdown.load(Ordering::Acquire) {
             let polled = consumer.poll(Duration::from_millis(100));
             self.apply_events(&consumer, &mut parts, &mut generation);
             let idle = polled.is_none();
             match polled {
-                Some(Ok(msg)) => self.handle(&msg, &mut parts, &limits, &blimits),
+                Some(Ok(msg)) => self.handle(&consumer, &msg, &mut parts, &limits, &blimits),
                 Some(Err(e)) => {
                     warn!(error = %e, "Kafka consumer error");
                     self.recreate_missing_topics(&e, &mut last_recreate);
@@ -261,12 +333,25 @@ impl Worker {
             // Sealing due batches, draining queues and pausing are cheap but
             // not per message: at most every 10 ms, or when the poll was idle.
             if idle || last_housekeeping.elapsed() >= Duration::from_millis(10) {
+                self.take_answers(&consumer, &mut parts, &limits, &blimits);
                 self.housekeeping(&consumer, &mut parts, &blimits);
                 last_housekeeping = Instant::now();
             }
             if last_commit.elapsed() >= Duration::from_millis(200) {
                 self.commit(&consumer, &mut parts, CommitMode::Async);
                 last_commit = Instant::now();
+            }
+            if idle && watch.should_rejoin(&consumer, &topic_refs, !parts.is_empty()) {
+                warn!(
+                    worker = self.id,
+                    "no partition assigned while the group has lag and does \
+                       not move: leaving and rejoining the group"
+                );
+                self.metrics.group_rejoins.inc();
+                consumer.unsubscribe();
+                consumer
+                    .subscribe(&topic_refs)
+                    .with_context(|| format!("subscribing again to {topics:?}"))?;
             }
         }
 
@@ -315,6 +400,20 @@ impl Worker {
                     }
                 }
                 Event::Assigned(tps) => {
+                    // librdkafka keeps a partition's pause across a revoke and a
+                    // re-assignment to the same member, while its new PartState
+                    // starts unpaused: a partition paused (backpressure, or
+                    // waiting for ClickHouse) when revoked came back paused and
+                    // was never fetched again, and the group stalled with lag
+                    // (the rebalance_mid_batch and clickhouse_frozen_during_rebalance
+                    // scenarios). Every assigned partition starts fetching.
+                    let mut tpl = TopicPartitionList::new();
+                    for (t, p) in &tps {
+                        tpl.add_partition(t, *p);
+                    }
+                    if let Err(e) = consumer.resume(&tpl) {
+                        warn!(error = %e, "resuming newly assigned partitions failed");
+                    }
                     for tp in tps {
                         *generation += 1;
                         let shared = Arc::new(PartShared {
@@ -346,6 +445,7 @@ impl Worker {
                                 waiting: VecDeque::new(),
                                 paused: false,
                                 stored: None,
+                                blocked: None,
                                 next_offset: -1,
                                 committed_next: -1,
                                 topic_type,
@@ -358,10 +458,12 @@ impl Worker {
         }
     }
 
-    /// Parses one message into its partition's open batch.
-    fn handle(
+    /// Parses one message into its partition's open batch (or holds it while
+    /// its partition waits for ClickHouse).
+    fn handle<M: Hold>(
         &self,
-        msg: &BorrowedMessage<'_>,
+        consumer: &BaseConsumer<Ctx>,
+        msg: &M,
         parts: &mut HashMap<Tp, PartState>,
         limits: &Limits,
         blimits: &BatchLimits,
@@ -384,15 +486,24 @@ impl Worker {
         if offset < part.next_offset {
             return; // redelivered after pause/resume
         }
-        if part.stored.is_none() {
-            part.stored = Some(self.recover(&key, offset));
+        if let Some(b) = part.blocked.as_mut() {
+            if b.held.back().is_none_or(|m| m.offset() < offset) {
+                b.held.push_back(msg.hold());
+            }
+            return;
         }
-        part.next_offset = offset + 1;
-        self.metrics
-            .consumed
-            .with_label_values(&[msg.topic()])
-            .inc();
-
+        if part.stored.is_none() {
+            self.block(
+                consumer,
+                &key,
+                part,
+                Question::Recover {
+                    from_offset: offset,
+                },
+                msg,
+            );
+            return;
+        }
         let meta = MsgMeta {
             topic: msg.topic(),
             partition: msg.partition(),
@@ -400,85 +511,271 @@ impl Worker {
             kafka_ts_ms: msg.timestamp().to_millis().unwrap_or(0),
         };
         let now_ms = now_ms();
+        let payload = msg.payload();
+        let (env, rejected) = match route::envelope(payload, limits) {
+            Ok(env) => (Some(env), None),
+            Err(rej) => (None, Some(rej)),
+        };
+        let outcome = match (&env, rejected) {
+            (Some(env), _) => route::parse(
+                payload.unwrap_or_default(),
+                env,
+                part.topic_type,
+                limits,
+                now_ms,
+            ),
+            (None, rej) => Err(rej.expect("no envelope without a rejection")),
+        };
+        let (table, event_ts_ms) = match &outcome {
+            Ok(rec) => (rec.table(), Some(rec.event_ts_ms())),
+            Err(_) => (Table::DeadLetter, None),
+        };
+        let stored = part.stored.as_mut().expect("checked above");
+        stored.forget_below(offset);
+        let skip = match stored.check(table, offset) {
+            Check::Store => false,
+            Check::Skip => true,
+            Check::Verify(range) => {
+                // The first message of an unverified ledger range: ask
+                // ClickHouse whether it is this message that is stored.
+                let (_, ingested_at) = stored.range(range);
+                let ts_secs = match event_ts_ms {
+                    Some(ts) => (datetime_secs(ts), datetime_secs(ts)),
+                    None => (ingested_at.saturating_sub(86_400), ingested_at),
+                };
+                let q = Question::Verify {
+                    range,
+                    table,
+                    offset,
+                    kafka_ts_ms: meta.kafka_ts_ms,
+                    ts_secs,
+                };
+                self.block(consumer, &key, part, q, msg);
+                return;
+            }
+        };
+        part.next_offset = offset + 1;
+        self.metrics
+            .consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
         let batch = part
             .open
             .get_or_insert_with(|| Batch::new(key.0.clone(), key.1, offset, part.generation));
         batch.last_offset = offset;
         batch.kafka_ts_ms.push(meta.kafka_ts_ms);
-        let stored = part.stored.as_mut().expect("set above");
-        stored.forget_below(offset);
-
-        let payload = msg.payload();
-        let outcome = route::envelope(payload, limits).and_then(|env| {
-            let rec = route::parse(
-                payload.unwrap_or_default(),
-                &env,
-                part.topic_type,
-                limits,
-                now_ms,
-            )?;
-            let t = rec.table();
-            let ts = rec.event_ts_ms();
-            if self.already_stored(stored, &key, t, offset, meta.kafka_ts_ms, Some(ts)) {
-                batch.skipped += 1;
-                return Ok(());
+        match (outcome, &env) {
+            (Ok(rec), Some(env)) => {
+                if skip {
+                    batch.skipped += 1;
+                } else {
+                    let tr = batch.table(table);
+                    route::encode(&rec, env, &meta, now_ms, &mut tr.bytes);
+                    tr.rows += 1;
+                    tr.note_ts(rec.event_ts_ms(), meta.kafka_ts_ms);
+                }
             }
-            let tr = batch.table(t);
-            route::encode(&rec, &env, &meta, now_ms, &mut tr.bytes);
-            tr.rows += 1;
-            tr.note_ts(ts, meta.kafka_ts_ms);
-            Ok(())
-        });
-        if let Err(rej) = outcome {
-            self.metrics
-                .dead_letters
-                .with_label_values(&[msg.topic(), rej.reason])
-                .inc();
-            if self.already_stored(
-                stored,
-                &key,
-                Table::DeadLetter,
-                offset,
-                meta.kafka_ts_ms,
-                None,
-            ) {
-                batch.skipped += 1;
-            } else {
-                let raw = payload.unwrap_or_default();
-                let tr = batch.table(Table::DeadLetter);
-                route::encode_dead_letter(
-                    &rej,
-                    raw,
-                    &meta,
-                    now_ms,
-                    self.cfg.ingest.dead_letter_max_bytes,
-                    &mut tr.bytes,
-                );
-                tr.rows += 1;
-                tr.note_ts(now_ms, meta.kafka_ts_ms);
-                batch.push_dead_letter(DeadLetter {
-                    offset,
-                    reason: rej.reason,
-                    error: rej.error,
-                    // A too_large message cannot go to the DLQ topic whole (it is
-                    // over the limit by definition; the producer refused 10 MB and
-                    // the partition stalled): like the table, keep its head.
-                    payload: raw[..raw.len().min(if rej.reason == "too_large" {
-                        self.cfg.ingest.dead_letter_max_bytes
-                    } else {
-                        self.cfg.ingest.max_message_bytes
-                    })]
-                        .to_vec(),
-                });
+            (Ok(_), None) => unreachable!("a record needs an envelope"),
+            (Err(rej), _) => {
+                self.metrics
+                    .dead_letters
+                    .with_label_values(&[msg.topic(), rej.reason])
+                    .inc();
+                if skip {
+                    batch.skipped += 1;
+                } else {
+                    let raw = payload.unwrap_or_default();
+                    let tr = batch.table(Table::DeadLetter);
+                    route::encode_dead_letter(
+                        &rej,
+                        raw,
+                        &meta,
+                        now_ms,
+                        self.cfg.ingest.dead_letter_max_bytes,
+                        &mut tr.bytes,
+                    );
+                    tr.rows += 1;
+                    tr.note_ts(now_ms, meta.kafka_ts_ms);
+                    batch.push_dead_letter(DeadLetter {
+                        offset,
+                        reason: rej.reason,
+                        error: rej.error,
+                        // A too_large message cannot go to the DLQ topic whole (it is
+                        // over the limit by definition; the producer refused 10 MB and
+                        // the partition stalled): like the table, keep its head.
+                        payload: raw[..raw.len().min(if rej.reason == "too_large" {
+                            self.cfg.ingest.dead_letter_max_bytes
+                        } else {
+                            self.cfg.ingest.max_message_bytes
+                        })]
+                            .to_vec(),
+                    });
+                }
             }
-        }
-        if batch.skipped > 0 && batch.rows() == 0 && batch.dead_letters.is_empty() {
-            // nothing to write yet; keep accumulating
         }
         if batch.is_full(blimits) {
             let b = part.open.take().expect("open batch");
             self.seal(part, b);
         }
+    }
+
+    /// Pauses the partition, holds `msg` and asks `q` on the runtime.
+    fn block<M: Hold>(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        (topic, partition): &Tp,
+        part: &mut PartState,
+        q: Question,
+        msg: &M,
+    ) {
+        let rx = self.ask(topic.clone(), *partition, q.clone());
+        part.blocked = Some(Blocked {
+            rx,
+            question: q,
+            held: VecDeque::from([msg.hold()]),
+        });
+        self.set_paused(consumer, topic, *partition, part, true);
+    }
+
+    /// Applies the answers that came in, then handles the held messages of
+    /// those partitions (a message may raise the next question).
+    fn take_answers(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        parts: &mut HashMap<Tp, PartState>,
+        limits: &Limits,
+        blimits: &BatchLimits,
+    ) {
+        let mut ready = Vec::new();
+        for (tp, part) in parts.iter_mut() {
+            let Some(b) = part.blocked.as_mut() else {
+                continue;
+            };
+            let answer = match b.rx.try_recv() {
+                Ok(a) => a,
+                Err(oneshot::error::TryRecvError::Empty) => continue,
+                // The task gave up (shutdown): ask again.
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    if !self.shutdown.load(Ordering::Acquire) {
+                        b.rx = self.ask(tp.0.clone(), tp.1, b.question.clone());
+                    }
+                    continue;
+                }
+            };
+            let b = part.blocked.take().expect("blocked");
+            match answer {
+                Answer::Recovered(stored) => {
+                    if !stored.is_empty() {
+                        info!(topic = %tp.0, partition = tp.1, from_offset = b.held.front().map(|m| m.offset()),
+                              ranges = stored.len(), "recovery: skipping offsets ClickHouse already stored");
+                    }
+                    part.stored = Some(stored);
+                }
+                Answer::Verified { range, found } => {
+                    let stored = part.stored.as_mut().expect("verified after recovery");
+                    if found {
+                        stored.verified(range);
+                    } else {
+                        let dropped = stored.stale(range);
+                        warn!(topic = %tp.0, partition = tp.1, offset = b.held.front().map(|m| m.offset()),
+                              ranges = dropped,
+                              "recovery: the ledger's ranges at this offset hold other messages (the \
+                               topic was recreated or the broker lost its log); storing these messages");
+                        self.metrics
+                            .stale_ledger_ranges
+                            .with_label_values(&[&tp.0])
+                            .inc_by(dropped as u64);
+                    }
+                }
+            }
+            ready.push((tp.clone(), b.held));
+        }
+        for (_, held) in ready {
+            for msg in &held {
+                self.handle(consumer, msg, parts, limits, blimits);
+            }
+        }
+    }
+
+    /// Asks `q` about `topic`/`partition` in a task that retries until
+    /// ClickHouse answers, the asker is gone (revoked) or shutdown.
+    fn ask(&self, topic: Arc<str>, partition: i32, q: Question) -> oneshot::Receiver<Answer> {
+        let (tx, rx) = oneshot::channel();
+        let sink = self.sink.clone();
+        let shutdown = self.shutdown.clone();
+        let mut backoff = common::backoff::Backoff::new(
+            Duration::from_millis(self.cfg.ingest.retry_min_ms),
+            Duration::from_millis(self.cfg.ingest.retry_max_ms),
+        );
+        self.rt.spawn(async move {
+            let what = match q {
+                Question::Recover { .. } => "recovery",
+                Question::Verify { .. } => "recovery check",
+            };
+            loop {
+                if tx.is_closed() || shutdown.load(Ordering::Acquire) {
+                    return;
+                }
+                let answer = match &q {
+                    Question::Recover { from_offset } => {
+                        let prefix = recovery::query_id_prefix(&topic, partition);
+                        let wait = recovery::wait_no_running_inserts(
+                            &sink.ch,
+                            &sink.processes,
+                            &prefix,
+                            Duration::from_secs(120),
+                        );
+                        match wait.await {
+                            Ok(()) => recovery::stored_since(
+                                &sink.ch,
+                                &sink.db,
+                                &topic,
+                                partition,
+                                *from_offset,
+                            )
+                            .await
+                            .map(Answer::Recovered),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Question::Verify {
+                        range,
+                        table,
+                        offset,
+                        kafka_ts_ms,
+                        ts_secs,
+                    } => recovery::row_stored(
+                        &sink.ch,
+                        &sink.db,
+                        *table,
+                        &topic,
+                        partition,
+                        *offset,
+                        *kafka_ts_ms,
+                        *ts_secs,
+                    )
+                    .await
+                    .map(|found| Answer::Verified {
+                        range: *range,
+                        found,
+                    }),
+                };
+                match answer {
+                    Ok(a) => {
+                        let _ = tx.send(a);
+                        return;
+                    }
+                    Err(e) => {
+                        let d = backoff.next_delay();
+                        warn!(topic = %topic, partition, error = %format!("{e:#}"),
+                              retry_in_ms = d.as_millis() as u64,
+                              "{what}: ClickHouse not answering; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                }
+            }
+        });
+        rx
     }
 
     /// A subscribed topic that vanished (deleted, or a broker that lost its
@@ -502,117 +799,6 @@ impl Worker {
                 warn!(error = %format!("{e:#}"), "recreating missing topics failed");
             }
         });
-    }
-
-    /// Reads what ClickHouse already stored past `from_offset`, retrying until
-    /// ClickHouse answers (or shutdown).
-    fn recover(&self, (topic, partition): &Tp, from_offset: i64) -> Stored {
-        let (sink, prefix) = (&self.sink, &recovery::query_id_prefix(topic, *partition));
-        let stored = self
-            .ask_clickhouse(topic, *partition, "recovery", || async move {
-                recovery::wait_no_running_inserts(
-                    &sink.ch,
-                    &sink.processes,
-                    prefix,
-                    Duration::from_secs(120),
-                )
-                .await?;
-                recovery::stored_since(&sink.ch, &sink.db, topic, *partition, from_offset).await
-            })
-            .unwrap_or_default();
-        if !stored.is_empty() {
-            info!(topic = %topic, partition, from_offset, ranges = stored.len(),
-                  "recovery: skipping offsets ClickHouse already stored");
-        }
-        stored
-    }
-
-    /// Whether recovery found the message at `offset` (routed to `table`)
-    /// already stored. The first message of each stored range is looked up in
-    /// ClickHouse by its Kafka timestamp and event time (`event_ts_ms`; None
-    /// for a dead letter, whose `ts` is when it was written): a range holding
-    /// other messages at these offsets is from an earlier incarnation of the
-    /// topic (recreated, or a broker that lost its log) and is dropped.
-    fn already_stored(
-        &self,
-        stored: &mut Stored,
-        (topic, partition): &Tp,
-        table: Table,
-        offset: i64,
-        kafka_ts_ms: i64,
-        event_ts_ms: Option<i64>,
-    ) -> bool {
-        loop {
-            let i = match stored.check(table, offset) {
-                Check::Store => return false,
-                Check::Skip => return true,
-                Check::Verify(i) => i,
-            };
-            let (_, ingested_at) = stored.range(i);
-            let ts_secs = match event_ts_ms {
-                Some(ts) => (datetime_secs(ts), datetime_secs(ts)),
-                None => (ingested_at.saturating_sub(86_400), ingested_at),
-            };
-            let sink = &self.sink;
-            let found = self.ask_clickhouse(topic, *partition, "recovery check", || {
-                recovery::row_stored(
-                    &sink.ch,
-                    &sink.db,
-                    table,
-                    topic,
-                    *partition,
-                    offset,
-                    kafka_ts_ms,
-                    ts_secs,
-                )
-            });
-            // None only on shutdown with ClickHouse unreachable: the batch
-            // cannot be written then either, so nothing is committed past it.
-            if found.unwrap_or(true) {
-                stored.verified(i);
-                return true;
-            }
-            let dropped = stored.stale(i);
-            warn!(topic = %topic, partition, offset, table = table.name(), ranges = dropped,
-                  "recovery: the ledger's ranges at this offset hold other messages (the topic \
-                   was recreated or the broker lost its log); storing these messages");
-            self.metrics
-                .stale_ledger_ranges
-                .with_label_values(&[topic])
-                .inc_by(dropped as u64);
-        }
-    }
-
-    /// Runs `query` on the runtime until ClickHouse answers; None on shutdown.
-    fn ask_clickhouse<T, F, Fut>(
-        &self,
-        topic: &str,
-        partition: i32,
-        what: &str,
-        query: F,
-    ) -> Option<T>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<T>>,
-    {
-        let mut backoff = common::backoff::Backoff::new(
-            Duration::from_millis(self.cfg.ingest.retry_min_ms),
-            Duration::from_millis(self.cfg.ingest.retry_max_ms),
-        );
-        loop {
-            match self.rt.block_on(query()) {
-                Ok(v) => return Some(v),
-                Err(e) => {
-                    if self.shutdown.load(Ordering::Acquire) {
-                        return None;
-                    }
-                    let d = backoff.next_delay();
-                    warn!(topic = %topic, partition, error = %format!("{e:#}"), retry_in_ms = d.as_millis() as u64,
-                          "{what}: ClickHouse not answering; retrying");
-                    std::thread::sleep(d);
-                }
-            }
-        }
     }
 
     fn seal(&self, part: &mut PartState, b: Batch) {
@@ -651,32 +837,45 @@ impl Worker {
                 self.seal(part, b);
             }
             self.drain_waiting(part);
-            let want_pause = !part.waiting.is_empty();
-            if want_pause != part.paused {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, *p);
-                let res = if want_pause {
-                    consumer.pause(&tpl)
-                } else {
-                    consumer.resume(&tpl)
-                };
-                match res {
-                    Ok(()) => {
-                        part.paused = want_pause;
-                        if want_pause {
-                            self.metrics.paused_partitions.inc();
-                            debug!(topic = %topic, partition = p, "paused: ClickHouse is behind");
-                        } else {
-                            self.metrics.paused_partitions.dec();
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "pause/resume failed"),
-                }
-            }
+            let want_pause = !part.waiting.is_empty() || part.blocked.is_some();
+            self.set_paused(consumer, topic, *p, part, want_pause);
             buffered += part.open.as_ref().map_or(0, |b| b.bytes());
             buffered += part.waiting.iter().map(|b| b.bytes()).sum::<usize>();
         }
         self.metrics.buffered_bytes.set(buffered as i64);
+    }
+
+    /// Pauses or resumes fetching one partition (no-op when already so).
+    fn set_paused(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        topic: &str,
+        p: i32,
+        part: &mut PartState,
+        want_pause: bool,
+    ) {
+        if want_pause == part.paused {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, p);
+        let res = if want_pause {
+            consumer.pause(&tpl)
+        } else {
+            consumer.resume(&tpl)
+        };
+        match res {
+            Ok(()) => {
+                part.paused = want_pause;
+                if want_pause {
+                    self.metrics.paused_partitions.inc();
+                    debug!(topic = %topic, partition = p, "paused: waiting for ClickHouse");
+                } else {
+                    self.metrics.paused_partitions.dec();
+                }
+            }
+            Err(e) => warn!(error = %e, "pause/resume failed"),
+        }
     }
 
     fn commit(

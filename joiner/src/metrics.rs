@@ -40,6 +40,8 @@ pub struct Metrics {
     pub produced: IntCounterVec,
     pub produce_errors: IntCounter,
     pub commits: IntCounter,
+    /// Rejoins after owning nothing while the group stood still with lag.
+    pub group_rejoins: IntCounter,
     pub commit_errors: IntCounter,
     /// high watermark − committed position, by topic and partition.
     pub consumer_lag: IntGaugeVec,
@@ -134,6 +136,10 @@ impl Metrics {
                 "Failed deliveries (retried with backoff)",
             ),
             commits: r.counter("commits_total", "Offset commits after acknowledged batches"),
+            group_rejoins: r.counter(
+                "group_rejoins_total",
+                "Rejoins of the consumer group after owning no partition while the group stood still with lag",
+            ),
             commit_errors: r.counter("commit_errors_total", "Failed offset commits"),
             consumer_lag: r.consumer_lag(),
             stalled: r.gauge(

@@ -327,6 +327,7 @@ impl Worker {
         let mut collecting = Batch::new();
         let mut inflight: Option<oneshot::Receiver<Done>> = None;
         let mut last_commit = Instant::now();
+        let mut watch = common::kafka::StuckGroupWatch::for_config(&self.cfg.kafka);
 
         while !self.shutdown.load(Ordering::Acquire) {
             if collecting.messages < batch_max {
@@ -380,6 +381,22 @@ impl Worker {
             if last_commit.elapsed() >= Duration::from_millis(500) {
                 commit_acked(&consumer, &shared, None, CommitMode::Async);
                 last_commit = Instant::now();
+            }
+            let owns_any = !shared.owned.lock().expect("owned lock").is_empty();
+            if collecting.messages == 0
+                && inflight.is_none()
+                && watch.should_rejoin(&consumer, &topics, owns_any)
+            {
+                warn!(
+                    worker = self.id,
+                    "no partition assigned while the group has lag and does \
+                       not move: leaving and rejoining the group"
+                );
+                self.metrics.group_rejoins.inc();
+                consumer.unsubscribe();
+                consumer
+                    .subscribe(&topics)
+                    .with_context(|| format!("subscribing again to {topics:?}"))?;
             }
         }
 

@@ -643,6 +643,20 @@ impl Pipeline {
             .join(format!("{}-{role}-{tag}.log", self.cfg.clickhouse.database));
         let mut env = full_env(&self.cfg);
         env.push(("RUST_LOG".into(), "info".into()));
+        // librdkafka properties have dotted keys, which env variables cannot
+        // carry: they go in a config file of their own.
+        if !self.cfg.kafka.properties.is_empty() {
+            let file = self
+                .logs
+                .join(format!("{}-kafka.toml", self.cfg.clickhouse.database));
+            let mut toml = String::from("[kafka.properties]\n");
+            for (k, v) in &self.cfg.kafka.properties {
+                toml.push_str(&format!("{k:?} = {v:?}\n"));
+            }
+            std::fs::create_dir_all(&self.logs).expect("logs dir");
+            std::fs::write(&file, toml).expect("writing the kafka properties file");
+            env.push(("ADLOG_CONFIG".into(), file.display().to_string()));
+        }
         let p = Proc::start_env(role, &["run"], &env, &log).expect("worker starts");
         self.rss.watch(role, p.child.id());
         self.procs.push((role.to_string(), p));
@@ -705,6 +719,43 @@ impl Pipeline {
                 let tail = lines[lines.len().saturating_sub(40)..].join("\n");
                 panic!("{role} exited ({st}); log {}:\n{tail}", p.name);
             }
+        }
+    }
+
+    /// Lines of the logs of every `role` worker started so far that contain
+    /// `needle` (case-insensitive).
+    pub fn log_lines(&self, role: &str, needle: &str) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        self.procs
+            .iter()
+            .filter(|(r, _)| r == role)
+            .flat_map(|(_, p)| {
+                std::fs::read_to_string(&p.name)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.to_lowercase().contains(&needle))
+                    .map(|l| format!("{}: {l}", p.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Waits until the log of worker `i` (from [`Pipeline::start`]) has a line
+    /// containing `needle`.
+    pub fn wait_log(&mut self, i: usize, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.procs[i].1.name).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no {needle:?} within {timeout:?} in {}",
+                self.procs[i].1.name
+            );
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -263,6 +263,53 @@ async fn broker_frozen(s: Scale) {
     o.assert_exact();
 }
 
+/// ClickHouse hangs (SIGSTOP) while a second ingest worker joins the group,
+/// with a short `max.poll.interval.ms`: the first worker's revocation and the
+/// second one's recovery both wait for ClickHouse. Neither may stop polling
+/// for it (a member that overstays max.poll.interval.ms is expelled from its
+/// group: seen leaving the group stuck with a third of its lines unconsumed),
+/// and once ClickHouse resumes the counts must be exact.
+async fn clickhouse_frozen_rebalance(s: Scale) {
+    let name = format!(
+        "ClickHouse frozen {} s (SIGSTOP) while a second ingest worker joins, \
+         max.poll.interval.ms 8 s{}",
+        (s.outage * 2).as_secs(),
+        s.tag
+    );
+    let own = block(|| {
+        let own = OwnStack::new("chfreeze");
+        own.up("clickhouse");
+        own
+    });
+    let mut cfg = pipeline_config("rel_ch_freeze");
+    cfg.clickhouse.url = own.ch_url();
+    cfg.kafka
+        .properties
+        .insert("max.poll.interval.ms".into(), "8000".into());
+    let mut expelled = Vec::new();
+    let o = scenario(&name, &cfg, &own.ch_url(), s, "a", |pl| {
+        wait_raw(pl, 0, 1);
+        // The second worker checks ClickHouse at start, then joins the group
+        // (~3 s): freeze ClickHouse in between, so that the rebalance, the
+        // first worker's revocation and the second one's recovery all meet
+        // a ClickHouse that does not answer.
+        let b = pl.start("ingest", "b");
+        pl.wait_log(b, "ClickHouse reachable", Duration::from_secs(30));
+        own.freeze("clickhouse", true);
+        pl.hold(s.outage * 2);
+        own.freeze("clickhouse", false);
+        pl.recovered("raw", Duration::from_secs(90));
+        expelled = pl.log_lines("ingest", "maximum poll interval");
+    })
+    .await;
+    assert!(
+        expelled.is_empty(),
+        "an ingest worker stopped polling while ClickHouse was frozen:\n{}",
+        expelled.join("\n")
+    );
+    o.assert_exact();
+}
+
 /// A second ingest worker and a second joiner join the groups while the
 /// first ones hold every partition with open batches (long batch wait), then
 /// the first ones leave (SIGTERM): two rebalances mid-batch.
@@ -327,6 +374,11 @@ async fn redis_killed_and_restarted_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_broker_frozen_exact() {
     broker_frozen(CI).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_frozen_during_rebalance_exact() {
+    clickhouse_frozen_rebalance(CI).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
