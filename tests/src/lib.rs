@@ -263,3 +263,133 @@ pub async fn generate(cfg: &Config, count: u64, rate: u64) -> anyhow::Result<loa
 }
 
 pub mod reliability;
+
+#[cfg(test)]
+mod calendar {
+    // calendar-ok: the dates in this doc comment are examples.
+    //! No test data that expires: the tests, fixtures and scripts that feed
+    //! rows to ClickHouse or to the workers build their timestamps from the
+    //! current time (or from the clock of the engine they check), never from
+    //! a calendar date. A TTL drops an expired row at insert time on a current
+    //! ClickHouse, and `ingest.max_past_age_s` dead-letters an old event, so a
+    //! fixed date turns a green test red weeks later (it did: 2026-11-28).
+    //! This check finds dates (`2026-11-21`) and epoch constants of this
+    //! century's first half (10 or 13 digits, `1_795_000_000`) in those files;
+    //! a line within 10 lines after a `calendar-ok: <why>` comment is exempt.
+
+    use std::path::{Path, PathBuf};
+
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    files(&p, out);
+                }
+            } else if !name.ends_with(".md") && !name.ends_with(".json") && !name.ends_with(".png")
+            {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Byte ranges of date-like or epoch-like literals in `line`.
+    fn suspects(line: &str) -> Vec<String> {
+        let b = line.as_bytes();
+        let mut found = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            // YYYY-MM-DD with YYYY in 2000..2099
+            if i + 10 <= b.len()
+                && b[i..i + 2] == *b"20"
+                && (i == 0 || !b[i - 1].is_ascii_digit())
+                && b[i + 2].is_ascii_digit()
+                && b[i + 3].is_ascii_digit()
+                && b[i + 4] == b'-'
+                && b[i + 5].is_ascii_digit()
+                && b[i + 6].is_ascii_digit()
+                && b[i + 7] == b'-'
+                && b[i + 8].is_ascii_digit()
+                && b[i + 9].is_ascii_digit()
+            {
+                found.push(line[i..i + 10].to_string());
+                i += 10;
+                continue;
+            }
+            // A run of digits (underscores allowed) starting a number.
+            if b[i].is_ascii_digit()
+                && (i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_'))
+            {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'_') {
+                    i += 1;
+                }
+                let digits: String = line[start..i].chars().filter(|c| *c != '_').collect();
+                let epochish = (digits.len() == 10 || digits.len() == 13)
+                    && (digits.starts_with("16")
+                        || digits.starts_with("17")
+                        || digits.starts_with("18")
+                        || digits.starts_with("19"));
+                if epochish && !(i < b.len() && b[i].is_ascii_alphabetic()) {
+                    found.push(line[start..i].to_string());
+                }
+                continue;
+            }
+            i += 1;
+        }
+        found
+    }
+
+    #[test]
+    fn finds_dates_and_epochs() {
+        // calendar-ok: examples of what the check finds.
+        assert_eq!(suspects(r#"x = "2026-11-21 10:00:0{i}""#), ["2026-11-21"]);
+        assert_eq!(suspects("base = 1795000000  # x"), ["1795000000"]);
+        assert_eq!(
+            suspects("const START: i64 = 1_763_719_200_000;"),
+            ["1_763_719_200_000"]
+        );
+        assert!(suspects("port 18123, offset 812, 200000 events, v2.16.1").is_empty());
+    }
+
+    #[test]
+    fn no_test_data_is_stamped_with_a_calendar_date() {
+        let root = super::workspace_root();
+        let mut all = Vec::new();
+        for d in ["tests", "bench"] {
+            files(&root.join(d), &mut all);
+        }
+        all.push(root.join("dev/demo"));
+        let mut bad = Vec::new();
+        for f in &all {
+            let Ok(text) = std::fs::read_to_string(f) else {
+                continue; // not text
+            };
+            let mut exempt_until = 0;
+            for (n, line) in text.lines().enumerate() {
+                if line.contains("calendar-ok") {
+                    exempt_until = n + 10;
+                    continue;
+                }
+                if n <= exempt_until && exempt_until > 0 {
+                    continue;
+                }
+                for s in suspects(line) {
+                    bad.push(format!(
+                        "{}:{}: {s}",
+                        f.strip_prefix(&root).unwrap().display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "calendar dates or epoch constants in test data (stamp rows from the current \
+             time or the engine's clock; mark a line that stores nothing with a \
+             `calendar-ok: <why>` comment):\n{}",
+            bad.join("\n")
+        );
+    }
+}

@@ -482,6 +482,7 @@ mod grafana {
                    AND $__conditionalAll(api IN (${api:singlequote}), $api) AND psid IN (${psid:csv}) \
                    AND uid = toUInt64OrZero(${uid:sqlstring}) AND $service = [[psid]] AND x < $__toTime \
                    AND $__timeInterval(ts) = 1 AND $unknown = '$__from'";
+        // calendar-ok: the macro expander's own unit test (text in, text out; no rows).
         let got = expand(sql, &vars, 1_700_000_000_123, 1_700_003_600_999, 5000).unwrap();
         assert_eq!(
             got,

@@ -149,8 +149,10 @@ fn with(mut f: Vec<String>, i: usize, v: &str) -> Vec<u8> {
 
 fn envelope(message: &str, extra: &str) -> Vec<u8> {
     let msg = serde_json::to_string(message).unwrap();
+    // When Filebeat read the line: now, like the line's own time.
+    let read_at = time_str(schemas_now()).replacen(' ', "T", 1) + "Z";
     format!(
-        r#"{{"@timestamp":"2026-11-21T10:00:00.123Z","message":{msg},"log":{{"offset":812,"file":{{"path":"/data/logs/adserver/trace.log"}}}},"host":{{"name":"ad-web-017"}}{extra}}}"#
+        r#"{{"@timestamp":"{read_at}","message":{msg},"log":{{"offset":812,"file":{{"path":"/data/logs/adserver/trace.log"}}}},"host":{{"name":"ad-web-017"}}{extra}}}"#
     )
     .into_bytes()
 }
