@@ -152,10 +152,35 @@ impl StuckGroupWatch {
         }
     }
 
-    /// Call from the poll loop. True when the member should rejoin (the
-    /// caller unsubscribes and subscribes again). Asks the broker (committed
-    /// offsets and watermarks, a few round trips) at most once per interval
-    /// and only while the member owns nothing.
+    /// Call from the poll loop when nothing is in flight: rejoins the group
+    /// (unsubscribe, subscribe) when [`Self::should_rejoin`] says so, counting
+    /// it in `rejoins`.
+    pub fn rejoin_if_stuck<C: rdkafka::consumer::ConsumerContext>(
+        &mut self,
+        consumer: &rdkafka::consumer::BaseConsumer<C>,
+        topics: &[&str],
+        owns_any: bool,
+        rejoins: &prometheus::IntCounter,
+    ) -> anyhow::Result<()> {
+        use rdkafka::consumer::Consumer;
+        if !self.should_rejoin(consumer, topics, owns_any) {
+            return Ok(());
+        }
+        tracing::warn!(
+            ?topics,
+            "no partition assigned while the group has lag and does not move: \
+             leaving and rejoining the group"
+        );
+        rejoins.inc();
+        consumer.unsubscribe();
+        consumer
+            .subscribe(topics)
+            .with_context(|| format!("subscribing again to {topics:?}"))
+    }
+
+    /// True when the member should rejoin. Asks the broker (committed offsets
+    /// and watermarks, a few round trips) at most once per interval and only
+    /// while the member owns nothing.
     pub fn should_rejoin<C: rdkafka::consumer::ConsumerContext>(
         &mut self,
         consumer: &rdkafka::consumer::BaseConsumer<C>,

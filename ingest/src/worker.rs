@@ -341,17 +341,13 @@ impl Worker {
                 self.commit(&consumer, &mut parts, CommitMode::Async);
                 last_commit = Instant::now();
             }
-            if idle && watch.should_rejoin(&consumer, &topic_refs, !parts.is_empty()) {
-                warn!(
-                    worker = self.id,
-                    "no partition assigned while the group has lag and does \
-                       not move: leaving and rejoining the group"
-                );
-                self.metrics.group_rejoins.inc();
-                consumer.unsubscribe();
-                consumer
-                    .subscribe(&topic_refs)
-                    .with_context(|| format!("subscribing again to {topics:?}"))?;
+            if idle {
+                watch.rejoin_if_stuck(
+                    &consumer,
+                    &topic_refs,
+                    !parts.is_empty(),
+                    &self.metrics.group_rejoins,
+                )?;
             }
         }
 

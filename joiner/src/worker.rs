@@ -382,21 +382,9 @@ impl Worker {
                 commit_acked(&consumer, &shared, None, CommitMode::Async);
                 last_commit = Instant::now();
             }
-            let owns_any = !shared.owned.lock().expect("owned lock").is_empty();
-            if collecting.messages == 0
-                && inflight.is_none()
-                && watch.should_rejoin(&consumer, &topics, owns_any)
-            {
-                warn!(
-                    worker = self.id,
-                    "no partition assigned while the group has lag and does \
-                       not move: leaving and rejoining the group"
-                );
-                self.metrics.group_rejoins.inc();
-                consumer.unsubscribe();
-                consumer
-                    .subscribe(&topics)
-                    .with_context(|| format!("subscribing again to {topics:?}"))?;
+            if collecting.messages == 0 && inflight.is_none() {
+                let owns_any = !shared.owned.lock().expect("owned lock").is_empty();
+                watch.rejoin_if_stuck(&consumer, &topics, owns_any, &self.metrics.group_rejoins)?;
             }
         }
 
