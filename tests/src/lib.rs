@@ -266,16 +266,16 @@ pub mod reliability;
 
 #[cfg(test)]
 mod calendar {
-    // calendar-ok: the dates in this doc comment are examples.
     //! No test data that expires: the tests, fixtures and scripts that feed
     //! rows to ClickHouse or to the workers build their timestamps from the
     //! current time (or from the clock of the engine they check), never from
     //! a calendar date. A TTL drops an expired row at insert time on a current
     //! ClickHouse, and `ingest.max_past_age_s` dead-letters an old event, so a
-    //! fixed date turns a green test red weeks later (it did: 2026-11-28).
-    //! This check finds dates (`2026-11-21`) and epoch constants of this
-    //! century's first half (10 or 13 digits, `1_795_000_000`) in those files;
-    //! a line within 10 lines after a `calendar-ok: <why>` comment is exempt.
+    //! fixed date turns a green test red weeks later (it did, in November
+    //! 2026). This check finds `YYYY-MM-DD` dates and epoch constants of this
+    //! century's first half (10 or 13 digits, underscores allowed) in those
+    //! files; a line within 10 lines after a `calendar-ok: <why>` comment is
+    //! exempt.
 
     use std::path::{Path, PathBuf};
 
@@ -343,12 +343,23 @@ mod calendar {
 
     #[test]
     fn finds_dates_and_epochs() {
-        // calendar-ok: examples of what the check finds.
-        assert_eq!(suspects(r#"x = "2026-11-21 10:00:0{i}""#), ["2026-11-21"]);
-        assert_eq!(suspects("base = 1795000000  # x"), ["1795000000"]);
+        // The examples are built from the current time, so that this file
+        // holds no date itself.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut stamp = String::new();
+        schemas::time::format_ms(now_ms, &mut stamp);
+        let day = &stamp[..10];
+        assert_eq!(suspects(&format!(r#"x = "{stamp}""#)), [day]);
+        let secs = (now_ms / 1000).to_string();
+        assert_eq!(suspects(&format!("base = {secs}  # x")), [secs.as_str()]);
+        let ms = now_ms.to_string();
+        let grouped = format!("{}_{}_{}", &ms[..1], &ms[1..4], &ms[4..]);
         assert_eq!(
-            suspects("const START: i64 = 1_763_719_200_000;"),
-            ["1_763_719_200_000"]
+            suspects(&format!("const START: i64 = {grouped};")),
+            [grouped.as_str()]
         );
         assert!(suspects("port 18123, offset 812, 200000 events, v2.16.1").is_empty());
     }

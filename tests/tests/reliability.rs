@@ -89,6 +89,15 @@ fn wait_joined(pl: &mut Pipeline, more: u64) {
     });
 }
 
+/// A stack of the scenario's own (tag `tag`) with `svc` started.
+fn own_stack(tag: &str, svc: &str) -> OwnStack {
+    block(|| {
+        let own = OwnStack::new(tag);
+        own.up(svc);
+        own
+    })
+}
+
 // ------------------------------------------------------------- scenarios ---
 
 /// The frame every scenario shares: ingest and joiner (tagged `tag`) run on
@@ -153,11 +162,7 @@ async fn clickhouse_stop_restart(s: Scale) {
         s.repeats.min(2),
         s.tag
     );
-    let own = block(|| {
-        let own = OwnStack::new("ch");
-        own.up("clickhouse");
-        own
-    });
+    let own = own_stack("ch", "clickhouse");
     let mut cfg = pipeline_config("rel_ch_restart");
     cfg.clickhouse.url = own.ch_url();
     let o = scenario(&name, &cfg, &own.ch_url(), s, "0", |pl| {
@@ -241,11 +246,7 @@ async fn broker_frozen(s: Scale) {
         s.repeats.min(2),
         s.tag
     );
-    let own = block(|| {
-        let own = OwnStack::new("kafka");
-        own.up("kafka");
-        own
-    });
+    let own = own_stack("kafka", "kafka");
     let mut cfg = pipeline_config("rel_broker_freeze");
     cfg.kafka.brokers = own.kafka_brokers();
     let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
@@ -276,11 +277,7 @@ async fn clickhouse_frozen_rebalance(s: Scale) {
         (s.outage * 2).as_secs(),
         s.tag
     );
-    let own = block(|| {
-        let own = OwnStack::new("chfreeze");
-        own.up("clickhouse");
-        own
-    });
+    let own = own_stack("chfreeze", "clickhouse");
     let mut cfg = pipeline_config("rel_ch_freeze");
     cfg.clickhouse.url = own.ch_url();
     cfg.kafka
@@ -471,11 +468,7 @@ async fn broker_restarted(s: Scale) {
         "Kafka broker restarted with its log lost (offsets reused){}",
         s.tag
     );
-    let own = block(|| {
-        let own = OwnStack::new("kafka-restart");
-        own.up("kafka");
-        own
-    });
+    let own = own_stack("kafka-restart", "kafka");
     let mut cfg = pipeline_config("rel_broker_restart");
     cfg.kafka.brokers = own.kafka_brokers();
     let mut pl = block(|| Pipeline::new(&name, cfg.clone(), &cfg.clickhouse.url));
