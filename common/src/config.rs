@@ -167,15 +167,26 @@ pub struct IngestConfig {
     /// Consumer threads in one process (each a member of the group; partitions
     /// are spread over them, so parsing runs in parallel).
     pub consumers: usize,
-    /// A partition's batch is sealed and inserted at this many rows ...
+    /// Rows of every owned partition gather per table; a table's block is
+    /// sent as one INSERT when its oldest row has waited flush_interval_ms
+    /// (freshness: rows are queryable about this long plus one INSERT after
+    /// Kafka has them) ...
+    #[serde(alias = "batch_max_wait_ms")]
+    pub flush_interval_ms: u64,
+    /// ... or when it holds this many rows ...
     pub batch_max_rows: usize,
-    /// ... or this many encoded bytes ...
+    /// ... or this many encoded bytes.
     pub batch_max_bytes: usize,
-    /// ... or when its oldest row has waited this long (bounds freshness at low rates).
-    pub batch_max_wait_ms: u64,
-    /// Sealed batches per partition waiting for ClickHouse before the partition is
-    /// paused (backpressure: memory stays bounded when ClickHouse is slow or down).
+    /// INSERTs of one table in flight at once (per consumer thread). While all
+    /// are busy a due block keeps growing: a slow server gets fewer, larger INSERTs.
+    pub max_inflight_inserts: usize,
+    /// Full blocks per table waiting for a free INSERT slot before every
+    /// partition is paused (backpressure: memory stays bounded when
+    /// ClickHouse is slow or down).
     pub max_pending_batches: usize,
+    /// Client-side deadline of one INSERT; a frozen server fails it (then it
+    /// is settled and retried) instead of holding its rows forever.
+    pub insert_timeout_ms: u64,
     /// Messages larger than this are dead-lettered (`too_large`).
     pub max_message_bytes: usize,
     /// Raw bytes kept per dead letter (the original size is kept too).
@@ -198,17 +209,19 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             consumers: 1,
-            batch_max_rows: 50_000,
+            flush_interval_ms: 400,
+            batch_max_rows: 100_000,
             batch_max_bytes: 16 << 20,
-            batch_max_wait_ms: 1_000,
-            max_pending_batches: 2,
+            max_inflight_inserts: 2,
+            max_pending_batches: 1,
+            insert_timeout_ms: 60_000,
             max_message_bytes: 1 << 20,
             dead_letter_max_bytes: 64 << 10,
             max_future_skew_s: 3_600,
             max_past_age_s: 30 * 86_400,
             retry_min_ms: 100,
             retry_max_ms: 10_000,
-            freshness_target_ms: 5_000,
+            freshness_target_ms: 2_000,
             metrics_listen: "127.0.0.1:9101".into(),
         }
     }

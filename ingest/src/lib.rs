@@ -1,8 +1,9 @@
 //! The ingest worker (Kafka → ClickHouse), the ClickHouse migration command
 //! and the retention command (for servers without TTL).
 
-pub mod batch;
+pub mod batching;
 pub mod clickhouse;
+pub mod commit;
 pub mod metrics;
 pub mod migrate;
 pub mod recovery;
@@ -11,5 +12,6 @@ pub mod route;
 pub mod rowbinary;
 pub mod run;
 pub mod sink;
+pub mod source;
 pub mod table;
 pub mod worker;

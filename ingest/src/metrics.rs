@@ -28,6 +28,13 @@ pub struct Metrics {
     pub insert_errors: IntCounterVec,
     /// Kafka append time → row acknowledged by ClickHouse.
     pub freshness_seconds: Histogram,
+    /// Where the time goes (`stage_seconds{stage}`): Kafka append → fetched
+    /// (per message), block opened → INSERT sent, INSERT sent →
+    /// acknowledged, acknowledged → offset committed (per block).
+    pub stage_fetch: Histogram,
+    pub stage_wait: Histogram,
+    pub stage_insert: Histogram,
+    pub stage_commit: Histogram,
     pub freshness_events: IntCounter,
     pub freshness_within_target: IntCounter,
     /// high watermark − committed position, by topic and partition.
@@ -46,6 +53,12 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = common::metrics::Registrar::new("adlog_ingest");
+        let stages = r.histogram_vec(
+            "stage_seconds",
+            "Time per pipeline stage: fetch (Kafka append to fetched), wait (block opened to INSERT sent), insert (sent to acknowledged), commit (acknowledged to offset committed)",
+            latency_buckets(),
+            &["stage"],
+        );
         Metrics {
             consumed: r.counter_vec("consumed_total", "Messages read from Kafka", &["topic"]),
             inserted: r.counter_vec(
@@ -92,10 +105,12 @@ impl Metrics {
             freshness_seconds: r.histogram(
                 "freshness_seconds",
                 "Delay from Kafka append time to the row being acknowledged by ClickHouse",
-                vec![
-                    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
-                ],
+                latency_buckets(),
             ),
+            stage_fetch: stages.with_label_values(&["fetch"]),
+            stage_wait: stages.with_label_values(&["wait"]),
+            stage_insert: stages.with_label_values(&["insert"]),
+            stage_commit: stages.with_label_values(&["commit"]),
             freshness_events: r.counter(
                 "freshness_events_total",
                 "Events whose freshness was measured",
@@ -123,6 +138,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Latency buckets fine enough for p50/p99/p99.9 below 2 s: 10 ms steps to
+/// 100 ms, 50 ms steps to 1 s, 250 ms steps to 3 s, then coarse to 30 min.
+pub fn latency_buckets() -> Vec<f64> {
+    let mut b: Vec<f64> = (1..=10).map(|i| i as f64 * 0.01).collect();
+    b.extend((3..=20).map(|i| i as f64 * 0.05));
+    b.extend((5..=12).map(|i| i as f64 * 0.25));
+    b.extend([4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 1800.0]);
+    b
 }
 
 /// Estimates quantile `q` of a histogram the way Prometheus'
@@ -166,14 +191,26 @@ mod tests {
         let m = Metrics::new();
         assert_eq!(histogram_quantile(&m.freshness_seconds, 0.5), None);
         for _ in 0..50 {
-            m.freshness_seconds.observe(0.07); // bucket (0.05, 0.1]
+            m.freshness_seconds.observe(0.065); // bucket (0.06, 0.07]
         }
         for _ in 0..50 {
-            m.freshness_seconds.observe(0.3); // bucket (0.25, 0.5]
+            m.freshness_seconds.observe(0.32); // bucket (0.3, 0.35]
         }
         let p50 = histogram_quantile(&m.freshness_seconds, 0.5).unwrap();
-        assert!((p50 - 0.1).abs() < 1e-9, "{p50}");
+        assert!((p50 - 0.07).abs() < 1e-9, "{p50}");
         let p99 = histogram_quantile(&m.freshness_seconds, 0.99).unwrap();
-        assert!(p99 > 0.25 && p99 <= 0.5, "{p99}");
+        assert!(p99 > 0.3 && p99 <= 0.35, "{p99}");
+    }
+
+    #[test]
+    fn latency_buckets_increase_and_resolve_below_two_seconds() {
+        let b = latency_buckets();
+        assert!(b.windows(2).all(|w| w[0] < w[1]), "{b:?}");
+        let below_2s = b.iter().filter(|x| **x <= 2.0).count();
+        assert!(below_2s >= 30, "{below_2s} buckets up to 2 s");
+        assert!(b
+            .windows(2)
+            .filter(|w| w[1] <= 1.0)
+            .all(|w| w[1] - w[0] <= 0.05 + 1e-9));
     }
 }

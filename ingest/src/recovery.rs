@@ -7,10 +7,10 @@
 //!
 //! When a worker (re)gains a partition it resumes from the committed offset,
 //! but batches after that offset may already be stored (inserted, not yet
-//! committed). Before reading the ledger it waits until no INSERT of that
-//! partition is still running on the server (query ids are
-//! `adlog-ingest/<topic>/<partition>/...`), so an insert that a dead worker had
-//! fully sent cannot land after the check. Messages whose offset falls in a
+//! committed). Before reading the ledger it waits until no INSERT holding
+//! rows of that partition is still running on the server (an INSERT's query
+//! id lists its partitions, [`Running::Partition`]), so an insert that a dead
+//! worker had fully sent cannot land after the check. Messages whose offset falls in a
 //! stored range of their destination table are then skipped.
 
 use std::time::{Duration, Instant};
@@ -18,12 +18,39 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clickhouse::Client;
 
-use crate::rowbinary::datetime_secs;
 use crate::table::Table;
 
-/// The `query_id` prefix of every INSERT for one Kafka partition.
-pub fn query_id_prefix(topic: &str, partition: i32) -> String {
-    format!("adlog-ingest/{topic}/{partition}/")
+/// Every INSERT of the worker has a query id starting with this.
+pub const QUERY_ID_PREFIX: &str = "adlog-ingest/";
+
+/// Which running INSERTs to wait for.
+#[derive(Debug, Clone)]
+pub enum Running {
+    /// Those whose query id starts with this (one block's attempts).
+    Prefix(String),
+    /// Those holding rows of this Kafka partition: an INSERT's query id lists
+    /// every partition it holds as `/<topic>:<partition>/` (`Sink::query_id`).
+    Partition { topic: String, partition: i32 },
+}
+
+impl Running {
+    /// The SQL condition on `query_id` and `initial_query_id` (on a cluster a
+    /// shard's part of a distributed INSERT runs under the entry node's id).
+    fn condition(&self) -> (String, String) {
+        match self {
+            Running::Prefix(p) => (
+                "(startsWith(query_id, ?) OR startsWith(initial_query_id, ?))".into(),
+                p.clone(),
+            ),
+            Running::Partition { topic, partition } => (
+                format!(
+                    "((startsWith(query_id, '{QUERY_ID_PREFIX}') AND position(query_id, ?) > 0) \
+                     OR (startsWith(initial_query_id, '{QUERY_ID_PREFIX}') AND position(initial_query_id, ?) > 0))"
+                ),
+                format!("/{topic}:{partition}/"),
+            ),
+        }
+    }
 }
 
 /// One ledger row: offsets `lo..=hi` of one partition stored in `table` by one
@@ -131,8 +158,7 @@ struct LedgerRow {
     ingested_at: u32,
 }
 
-/// Waits (up to `max_wait`) until no INSERT whose query id starts with `prefix`
-/// is running on the server (`processes`: `system.processes`, or on a cluster
+/// Waits (up to `max_wait`) until no INSERT `which` selects is running on the server (`processes`: `system.processes`, or on a cluster
 /// the cluster-wide listing of [`crate::clickhouse::processes_source`]), seen
 /// twice [`SETTLE`] apart.
 ///
@@ -146,17 +172,17 @@ struct LedgerRow {
 pub async fn wait_no_running_inserts(
     ch: &Client,
     processes: &str,
-    prefix: &str,
+    which: &Running,
     max_wait: Duration,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut clear_since: Option<Instant> = None;
+    let (cond, arg) = which.condition();
     loop {
         let n: u64 = ch
-            .query(&format!(
-                "SELECT count() FROM {processes} WHERE startsWith(query_id, ?)"
-            ))
-            .bind(prefix)
+            .query(&format!("SELECT count() FROM {processes} WHERE {cond}"))
+            .bind(&arg)
+            .bind(&arg)
             .fetch_one()
             .await
             .context("querying system.processes")?;
@@ -169,9 +195,7 @@ pub async fn wait_no_running_inserts(
         } else {
             clear_since = None;
             if start.elapsed() > max_wait {
-                anyhow::bail!(
-                    "{n} inserts with query id {prefix}* still running after {max_wait:?}"
-                );
+                anyhow::bail!("{n} inserts ({which:?}) still running after {max_wait:?}");
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -251,45 +275,38 @@ pub async fn row_stored(
     Ok(n > 0)
 }
 
-/// Rows of `table` for offsets `first..=last` of `topic`/`partition` whose
-/// `ts` lies in `ts_ms` (the batch's range: a primary-key and partition
-/// filter, so this reads a few granules, not the table) and whose Kafka
-/// timestamp lies in `kafka_ts_ms` (the batch's: rows of an earlier
-/// incarnation of the topic at the same offsets do not count). Used to settle
-/// an INSERT whose outcome is unknown; the rows, not the ledger, are asked,
-/// because the ledger row is written by a materialized view after the
-/// table's part and a server that dies in between leaves rows without one.
-#[allow(clippy::too_many_arguments)]
-pub async fn table_rows_in_range(
+/// (offset, Kafka timestamp) of every row of `table` stored for offsets
+/// `offsets` (inclusive) of `topic`/`partition` with `ts` within `ts_secs`
+/// (a primary-key and partition filter: a few granules, not the table).
+/// Used to settle an INSERT whose outcome is unknown, row by row.
+pub async fn stored_rows(
     ch: &Client,
     db: &str,
     table: Table,
     topic: &str,
     partition: i32,
-    first: i64,
-    last: i64,
-    ts_ms: (i64, i64),
-    kafka_ts_ms: (i64, i64),
-) -> anyhow::Result<u64> {
-    let n: u64 = ch
+    offsets: (i64, i64),
+    ts_secs: (u32, u32),
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let rows: Vec<(u64, u64)> = ch
         .query(&format!(
-            "SELECT count() FROM {db}.{} WHERE ts >= toDateTime(?) AND ts <= toDateTime(?) \
-             AND _topic = ? AND _partition = ? AND _offset >= ? AND _offset <= ? \
-             AND _kafka_ts_ms >= ? AND _kafka_ts_ms <= ?",
+            "SELECT _offset, _kafka_ts_ms FROM {db}.{} WHERE ts >= toDateTime(?) AND ts <= toDateTime(?) \
+             AND _topic = ? AND _partition = ? AND _offset >= ? AND _offset <= ?",
             table.name()
         ))
-        .bind(datetime_secs(ts_ms.0))
-        .bind(datetime_secs(ts_ms.1))
+        .bind(ts_secs.0)
+        .bind(ts_secs.1)
         .bind(topic)
         .bind(partition as u32)
-        .bind(first.max(0) as u64)
-        .bind(last.max(0) as u64)
-        .bind(kafka_ts_ms.0.max(0) as u64)
-        .bind(kafka_ts_ms.1.max(0) as u64)
-        .fetch_one()
+        .bind(offsets.0.max(0) as u64)
+        .bind(offsets.1.max(0) as u64)
+        .fetch_all()
         .await
         .with_context(|| format!("reading {db}.{}", table.name()))?;
-    Ok(n)
+    Ok(rows
+        .into_iter()
+        .map(|(o, k)| (o as i64, k as i64))
+        .collect())
 }
 
 #[cfg(test)]

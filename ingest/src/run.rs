@@ -37,6 +37,16 @@ pub async fn ensure_topics(cfg: &Config, topics: &[&str]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// Names this process in query ids: the pid and the start time's low bits
+/// (two processes with one pid, a restart in a container, still differ).
+fn process_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(0);
+    format!("{}-{:06x}", std::process::id(), nanos & 0xff_ffff)
+}
+
 pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
     let mut cfg = cfg.clone();
     if let Some(n) = args.consumers {
@@ -88,6 +98,9 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
         retry_max: Duration::from_millis(cfg.ingest.retry_max_ms),
         shutdown: shutdown.clone(),
         shutdown_grace: Duration::from_secs(30),
+        insert_timeout: Duration::from_millis(cfg.ingest.insert_timeout_ms.max(1)),
+        tag: process_tag(),
+        freshness_target_ms: cfg.ingest.freshness_target_ms,
     });
 
     let mut threads = Vec::new();

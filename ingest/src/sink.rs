@@ -1,13 +1,18 @@
-//! Writing a sealed batch: dead letters to the dead-letter topic, then one
-//! RowBinary INSERT per table, each retried with backoff until ClickHouse
-//! acknowledges it. Only then is the batch acknowledged (and its offsets
-//! become committable).
+//! Writing one block: a RowBinary INSERT into its table, or the dead letters
+//! to the dead-letter topic, retried with backoff until acknowledged.
+//!
+//! A retry sends exactly the rows not yet stored: after an ambiguous failure
+//! (a timeout, a dropped response, a server that died mid-INSERT) the rows
+//! themselves are looked up by (partition, offset, Kafka timestamp), so an
+//! INSERT that stored some of its parts (one per day partition, one per
+//! shard) is completed, never repeated. Rows of a partition this worker lost
+//! are left out of every attempt that starts after the loss.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clickhouse::Client;
 use common::backoff::Backoff;
 use rdkafka::error::KafkaError;
@@ -16,17 +21,16 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use crate::batch::Batch;
+use crate::batching::{Block, Dest};
 use crate::metrics::Metrics;
-use crate::recovery;
+use crate::recovery::{self, Running};
+use crate::rowbinary::datetime_secs;
 use crate::table::Table;
 
-/// Why a batch was given up (it is then neither acknowledged nor committed, so
-/// whoever reads the partition next will write it).
+/// Why a block was given up (its partitions' offsets then stay below it, so
+/// whoever reads them next writes it).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Abandoned {
-    /// The partition was revoked from this worker.
-    Revoked,
     /// Shutting down and the grace period ran out.
     Shutdown,
 }
@@ -41,80 +45,114 @@ pub struct Sink {
     pub metrics: Metrics,
     pub retry_min: Duration,
     pub retry_max: Duration,
-    /// Set on SIGTERM; in-flight batches still get `shutdown_grace` to finish.
+    /// Set on SIGTERM; blocks being written still get `shutdown_grace` to finish.
     pub shutdown: Arc<AtomicBool>,
     pub shutdown_grace: Duration,
+    /// Client-side deadline of one INSERT: a frozen server fails it instead of
+    /// holding the block (and a revoked partition's rows) forever.
+    pub insert_timeout: Duration,
+    /// Names this process in query ids (`<pid>-<random>`).
+    pub tag: String,
+    pub freshness_target_ms: u64,
 }
 
-/// Per-batch progress, so a retry redoes only what has not been acknowledged.
-struct Progress {
-    dead_letters_sent: bool,
-    tables_done: [bool; 5],
+/// What writing a block took.
+#[derive(Debug)]
+pub struct Written {
+    pub rows: usize,
+    pub attempts: u32,
+    /// When the first attempt was sent, and when the last was acknowledged.
+    pub sent_at: Instant,
+    pub acked_at: Instant,
 }
 
 impl Sink {
-    /// Writes `batch` fully, or gives up only when the partition is revoked or
-    /// the shutdown grace period is over.
-    ///
-    /// The tables' encoded rows are moved out of the batch (no copy); a retry
-    /// resends the same bytes.
-    pub async fn write(&self, batch: &mut Batch, revoked: &AtomicBool) -> Result<(), Abandoned> {
-        let mut progress = Progress {
-            dead_letters_sent: batch.dead_letters.is_empty(),
-            tables_done: std::array::from_fn(|i| batch.tables[i].rows == 0),
-        };
-        let bodies: Vec<Bytes> = batch
-            .tables
-            .iter_mut()
-            .map(|t| Bytes::from(std::mem::take(&mut t.bytes)))
-            .collect();
-        let batch: &Batch = batch;
+    /// Writes `block` fully (every row of every partition still owned), or
+    /// gives up only when the shutdown grace period is over. Releases the
+    /// block from each written partition's outstanding list.
+    pub async fn write(&self, block: &mut Block) -> Result<Written, Abandoned> {
+        block.freeze();
+        let n = block.rows.len();
+        let mut stored = vec![false; n];
+        let mut left_out = vec![false; block.parts.len()];
         let mut backoff = Backoff::new(self.retry_min, self.retry_max);
         let mut shutdown_seen: Option<Instant> = None;
         let mut attempt = 0u32;
+        let mut sent_at = None;
         loop {
-            match self
-                .try_write(batch, &bodies, &mut progress, attempt, revoked)
-                .await
-            {
-                Ok(()) => {
-                    if attempt > 0 {
-                        info!(topic = %batch.topic, partition = batch.partition,
-                              first_offset = batch.first_offset, attempts = attempt + 1,
-                              "batch written after retries");
+            // Mark the partitions this attempt writes; a revoked one is left
+            // out from now on (its next owner writes its rows).
+            let mut writing = Vec::with_capacity(block.parts.len());
+            for (i, p) in block.parts.iter().enumerate() {
+                if !left_out[i] {
+                    if p.shared.start_writing() {
+                        writing.push(i);
+                    } else {
+                        left_out[i] = true;
                     }
-                    return Ok(());
                 }
-                Err(_) if revoked.load(Ordering::Acquire) => return Err(Abandoned::Revoked),
+            }
+            let keep: Vec<usize> = (0..n)
+                .filter(|&r| !stored[r] && !left_out[block.rows[r].part as usize])
+                .collect();
+            if keep.is_empty() {
+                stop_writing(block, &writing);
+                break;
+            }
+            sent_at.get_or_insert_with(Instant::now);
+            let started = Instant::now();
+            let res = match block.dest {
+                Dest::Table(t) => self.insert(block, t, &keep, &writing, attempt).await,
+                Dest::DeadLetterTopic => self.send_letters(block, &keep, &mut stored).await,
+            };
+            stop_writing(block, &writing);
+            let label = block.dest.name();
+            match res {
+                Ok(()) => {
+                    self.metrics
+                        .insert_seconds
+                        .with_label_values(&[label])
+                        .observe(started.elapsed().as_secs_f64());
+                    for r in keep {
+                        stored[r] = true;
+                    }
+                    if attempt > 0 {
+                        info!(
+                            dest = label,
+                            block = block.id,
+                            attempts = attempt + 1,
+                            "block written after retries"
+                        );
+                    }
+                    break;
+                }
                 Err(e) => {
+                    self.metrics.insert_errors.with_label_values(&[label]).inc();
                     let delay = backoff.next_delay();
-                    warn!(topic = %batch.topic, partition = batch.partition,
-                          first_offset = batch.first_offset, attempt, error = %format!("{e:#}"),
-                          retry_in_ms = delay.as_millis() as u64, "batch write failed; retrying");
+                    warn!(dest = label, block = block.id, rows = keep.len(), attempt,
+                          error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64,
+                          "block write failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
             }
             attempt += 1;
-            // Before retrying, settle what the failed attempt may have stored,
-            // and repeat the INSERT only once that is known: retrying after a
-            // failed check stored batches twice when ClickHouse came back
-            // between the check and the retry.
+            // Before retrying an INSERT, find out which rows the failed
+            // attempt stored anyway, and repeat only once that is known:
+            // retrying after a failed check stored rows twice when ClickHouse
+            // came back between the check and the retry.
             loop {
-                if revoked.load(Ordering::Acquire) {
-                    return Err(Abandoned::Revoked);
-                }
                 if self.shutdown.load(Ordering::Acquire) {
                     let since = *shutdown_seen.get_or_insert_with(Instant::now);
                     if since.elapsed() > self.shutdown_grace {
                         return Err(Abandoned::Shutdown);
                     }
                 }
-                match self.settle(batch, &mut progress).await {
+                let Dest::Table(t) = block.dest else { break };
+                match self.settle(block, t, &mut stored, &left_out).await {
                     Ok(()) => break,
                     Err(e) => {
                         let delay = backoff.next_delay();
-                        warn!(topic = %batch.topic, partition = batch.partition,
-                              first_offset = batch.first_offset, error = %format!("{e:#}"),
+                        warn!(table = t.name(), block = block.id, error = %format!("{e:#}"),
                               retry_in_ms = delay.as_millis() as u64,
                               "could not check what a failed insert stored; checking again");
                         tokio::time::sleep(delay).await;
@@ -122,60 +160,75 @@ impl Sink {
                 }
             }
         }
+        let acked_at = Instant::now();
+        for (i, p) in block.parts.iter().enumerate() {
+            if !left_out[i] {
+                p.shared.release(block.id);
+            }
+        }
+        let rows = stored.iter().filter(|s| **s).count();
+        if let Dest::Table(t) = block.dest {
+            self.observe_freshness(block, t, &stored);
+        }
+        Ok(Written {
+            rows,
+            attempts: attempt + 1,
+            sent_at: sent_at.unwrap_or(acked_at),
+            acked_at,
+        })
     }
 
-    async fn try_write(
-        &self,
-        batch: &Batch,
-        bodies: &[Bytes],
-        progress: &mut Progress,
-        attempt: u32,
-        revoked: &AtomicBool,
-    ) -> anyhow::Result<()> {
-        if !progress.dead_letters_sent {
-            self.send_dead_letters(batch).await?;
-            progress.dead_letters_sent = true;
+    /// Freshness of every row this block stored: Kafka append → acknowledged.
+    fn observe_freshness(&self, block: &Block, t: Table, stored: &[bool]) {
+        let now = crate::worker::now_ms();
+        let m = &self.metrics;
+        let h = m.freshness_seconds.local();
+        let (mut n, mut within) = (0u64, 0u64);
+        for (r, _) in block.rows.iter().zip(stored).filter(|(_, s)| **s) {
+            let lag_ms = (now - r.kafka_ts_ms).max(0);
+            h.observe(lag_ms as f64 / 1000.0);
+            n += 1;
+            within += (lag_ms as u64 <= self.freshness_target_ms) as u64;
         }
-        for t in Table::ALL {
-            if progress.tables_done[t as usize] {
-                continue;
-            }
-            // Revoked: no INSERT may start once the partition can be owned by
-            // another worker, whose recovery waits only for INSERTs already
-            // running. The tables written so far are in the ledger (per table),
-            // so the next owner writes exactly the rest.
-            if revoked.load(Ordering::Acquire) {
-                anyhow::bail!("partition revoked before the {} INSERT", t.name());
-            }
-            let started = Instant::now();
-            let res = self
-                .insert(batch, t, bodies[t as usize].clone(), attempt)
-                .await;
-            let m = &self.metrics;
-            match res {
-                Ok(()) => {
-                    m.insert_seconds
-                        .with_label_values(&[t.name()])
-                        .observe(started.elapsed().as_secs_f64());
-                    m.inserted
-                        .with_label_values(&[t.name()])
-                        .inc_by(batch.tables[t as usize].rows as u64);
-                    progress.tables_done[t as usize] = true;
-                }
-                Err(e) => {
-                    m.insert_errors.with_label_values(&[t.name()]).inc();
-                    return Err(e);
-                }
-            }
+        h.flush();
+        m.freshness_events.inc_by(n);
+        m.freshness_within_target.inc_by(within);
+        m.inserted.with_label_values(&[t.name()]).inc_by(n);
+        m.batch_rows.observe(n as f64);
+        m.batch_bytes.observe(block.bytes() as f64);
+    }
+
+    /// The query id of one attempt: this block's prefix, then every
+    /// partition it holds as `/<topic>:<partition>/`, which a new owner's
+    /// recovery looks for in `system.processes` ([`Running::Partition`]).
+    fn query_id(&self, block: &Block, t: Table, parts: &[usize], attempt: u32) -> String {
+        let mut id = format!("{}{attempt}/", self.block_prefix(block, t));
+        for &i in parts {
+            let p = &block.parts[i];
+            id.push_str(&p.topic);
+            id.push(':');
+            id.push_str(&p.partition.to_string());
+            id.push('/');
         }
-        Ok(())
+        id
+    }
+
+    fn block_prefix(&self, block: &Block, t: Table) -> String {
+        format!(
+            "{}{}/{}-{}/",
+            recovery::QUERY_ID_PREFIX,
+            t.name(),
+            self.tag,
+            block.id
+        )
     }
 
     async fn insert(
         &self,
-        batch: &Batch,
+        block: &Block,
         t: Table,
-        body: Bytes,
+        keep: &[usize],
+        parts: &[usize],
         attempt: u32,
     ) -> anyhow::Result<()> {
         let sql = format!(
@@ -184,92 +237,105 @@ impl Sink {
             t.name(),
             t.columns()
         );
-        let query_id = format!(
-            "{}{}/{}/{}",
-            recovery::query_id_prefix(&batch.topic, batch.partition),
-            batch.first_offset,
-            t.name(),
-            attempt
-        );
+        let body = if keep.len() == block.rows.len() {
+            block.body(|_| true)
+        } else {
+            let set: HashSet<usize> = keep.iter().copied().collect();
+            block.body(|r| set.contains(&r))
+        };
         let mut ins = self
             .ch
             .insert_formatted_with(sql)
-            .with_setting("query_id", query_id);
-        ins.send(body)
-            .await
-            .map_err(|e| anyhow::anyhow!("INSERT into {}: {e}", t.name()))?;
-        ins.end()
-            .await
+            .with_setting("query_id", self.query_id(block, t, parts, attempt))
+            .with_timeouts(Some(self.insert_timeout), Some(self.insert_timeout));
+        let work = async {
+            ins.send(body).await?;
+            ins.end().await
+        };
+        work.await
             .map_err(|e| anyhow::anyhow!("INSERT into {}: {e}", t.name()))
     }
 
-    /// After an attempt failed, find out which tables it nevertheless stored
-    /// (e.g. the server finished an INSERT whose response was lost).
-    async fn settle(&self, batch: &Batch, progress: &mut Progress) -> anyhow::Result<()> {
-        if progress.tables_done.iter().all(|d| *d) {
-            return Ok(());
-        }
-        let prefix = format!(
-            "{}{}/",
-            recovery::query_id_prefix(&batch.topic, batch.partition),
-            batch.first_offset
-        );
+    /// After an attempt failed, marks the rows it nevertheless stored (the
+    /// server finished an INSERT whose response was lost, or stored some of
+    /// its parts before it died). The rows are asked, not the ledger: a
+    /// ledger row is written by a view after the table's parts, and cannot
+    /// tell this block from an earlier incarnation of a topic.
+    async fn settle(
+        &self,
+        block: &Block,
+        t: Table,
+        stored: &mut [bool],
+        left_out: &[bool],
+    ) -> anyhow::Result<()> {
         recovery::wait_no_running_inserts(
             &self.ch,
             &self.processes,
-            &prefix,
+            &Running::Prefix(self.block_prefix(block, t)),
             Duration::from_secs(60),
         )
         .await?;
-        for t in Table::ALL {
-            if progress.tables_done[t as usize] {
+        let mut found = 0usize;
+        for (i, p) in block.parts.iter().enumerate() {
+            let missing = block
+                .rows
+                .iter()
+                .zip(stored.iter())
+                .any(|(r, s)| r.part as usize == i && !s);
+            if left_out[i] || !missing {
                 continue;
             }
-            // The rows are asked, not the ledger: the ledger row is written
-            // after the table's part (a server that dies in between leaves
-            // rows without one, as a ClickHouse stopped under load and then
-            // SIGKILLed does), and the ledger cannot tell this batch from an
-            // earlier incarnation of the topic at the same offsets.
-            let Some(ts) = batch.tables[t as usize].ts_range else {
-                continue;
-            };
-            let n = recovery::table_rows_in_range(
+            let have: HashSet<(i64, i64)> = recovery::stored_rows(
                 &self.ch,
                 &self.db,
                 t,
-                &batch.topic,
-                batch.partition,
-                batch.first_offset,
-                batch.last_offset,
-                ts,
-                batch.tables[t as usize].kafka_ts_range,
+                &p.topic,
+                p.partition,
+                (p.first_offset, p.last_offset),
+                (datetime_secs(p.ts_range.0), datetime_secs(p.ts_range.1)),
             )
-            .await?;
-            if n > 0 {
-                let rows = batch.tables[t as usize].rows as u64;
-                info!(table = t.name(), topic = %batch.topic, partition = batch.partition,
-                      first_offset = batch.first_offset, stored = n, rows,
-                      "a failed INSERT had been stored; not repeating it");
-                progress.tables_done[t as usize] = true;
+            .await?
+            .into_iter()
+            .collect();
+            for (r, s) in block.rows.iter().zip(stored.iter_mut()) {
+                if r.part as usize == i && !*s && have.contains(&(r.offset, r.kafka_ts_ms)) {
+                    *s = true;
+                    found += 1;
+                }
             }
+        }
+        if found > 0 {
+            let missing = stored.iter().filter(|s| !**s).count();
+            info!(
+                table = t.name(),
+                block = block.id,
+                stored = found,
+                missing,
+                "a failed INSERT had stored rows; sending only the missing ones"
+            );
         }
         Ok(())
     }
 
-    /// Publishes the batch's dead letters (raw bytes as the value, the reason and
-    /// source in headers) and waits for every delivery.
-    async fn send_dead_letters(&self, batch: &Batch) -> anyhow::Result<()> {
-        let partition = batch.partition.to_string();
-        let keys: Vec<String> = batch
-            .dead_letters
-            .iter()
-            .map(|d| format!("{}/{}/{}", batch.topic, batch.partition, d.offset))
-            .collect();
+    /// Publishes the dead letters `keep` selects (raw bytes as the value, the
+    /// reason and source in headers) and waits for every delivery; marks each
+    /// delivered one in `stored`.
+    async fn send_letters(
+        &self,
+        block: &Block,
+        keep: &[usize],
+        stored: &mut [bool],
+    ) -> anyhow::Result<()> {
         // Enqueue every message first (send_result does not wait), then await
-        // the deliveries: one round trip per batch, not per dead letter.
-        let mut futures = Vec::with_capacity(batch.dead_letters.len());
-        for (d, key) in batch.dead_letters.iter().zip(&keys) {
-            let offset = d.offset.to_string();
+        // the deliveries: one round trip per block, not per dead letter.
+        let mut futures = Vec::with_capacity(keep.len());
+        for &r in keep {
+            let row = &block.rows[r];
+            let d = &block.letters[r];
+            let p = &block.parts[row.part as usize];
+            let key = format!("{}/{}/{}", p.topic, p.partition, row.offset);
+            let partition = p.partition.to_string();
+            let offset = row.offset.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header {
                     key: "reason",
@@ -281,7 +347,7 @@ impl Sink {
                 })
                 .insert(Header {
                     key: "source_topic",
-                    value: Some(&*batch.topic),
+                    value: Some(&*p.topic),
                 })
                 .insert(Header {
                     key: "source_partition",
@@ -292,17 +358,17 @@ impl Sink {
                     value: Some(offset.as_str()),
                 });
             let mut rec = FutureRecord::to(&self.dlq_topic)
-                .key(key)
+                .key(&key)
                 .payload(&d.payload)
                 .headers(headers);
             loop {
                 match self.dlq.send_result(rec) {
                     Ok(f) => {
-                        futures.push(f);
+                        futures.push((r, f));
                         break;
                     }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        rec = r;
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((e, _)) => {
@@ -311,15 +377,23 @@ impl Sink {
                 }
             }
         }
-        for f in futures {
+        let mut failed = None;
+        for (r, f) in futures {
             match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => {
-                    anyhow::bail!("producing to dead-letter topic {}: {e}", self.dlq_topic)
-                }
-                Err(_) => anyhow::bail!("dead-letter producer dropped a delivery"),
+                Ok(Ok(_)) => stored[r] = true,
+                Ok(Err((e, _))) => failed = Some(format!("{e}")),
+                Err(_) => failed = Some("the producer dropped a delivery".into()),
             }
         }
-        Ok(())
+        match failed {
+            None => Ok(()),
+            Some(e) => anyhow::bail!("producing to dead-letter topic {}: {e}", self.dlq_topic),
+        }
+    }
+}
+
+fn stop_writing(block: &Block, parts: &[usize]) {
+    for &i in parts {
+        block.parts[i].shared.stop_writing();
     }
 }

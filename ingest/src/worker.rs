@@ -1,194 +1,57 @@
 //! One consumer thread: a Kafka group member that parses its partitions'
-//! messages into per-partition batches and hands sealed batches to one inserter
-//! task per partition (async, on the tokio runtime), so parsing overlaps
-//! inserting and partitions are written in parallel.
+//! messages straight into the open blocks of their destinations
+//! ([`crate::batching`]) and hands due blocks to the sink (tasks on the tokio
+//! runtime), so parsing overlaps writing and every destination is written
+//! beside the others.
 //!
 //! Invariants:
-//! - an offset is committed only after every batch up to it was acknowledged
-//!   by ClickHouse (and its dead letters by Kafka);
-//! - a partition's batches are written in order, one at a time;
-//! - at most `max_pending_batches` sealed batches per partition wait for
-//!   ClickHouse; beyond that the partition is paused (bounded memory);
-//! - on revocation, queued batches are dropped, the one being written is
-//!   finished, acknowledged offsets are committed, then the partition is released;
+//! - an offset is committed only after every message below it was
+//!   acknowledged by every destination it went to ([`crate::commit`]);
+//! - the blocks of one destination hold increasing offsets of each
+//!   partition; several may be written at once (recovery checks each
+//!   message against the ledger ranges, so their order does not matter);
+//! - at most `max_pending_batches` full blocks per destination wait for a
+//!   free INSERT slot; beyond that every partition is paused (bounded memory);
+//! - on revocation, no INSERT holding the revoked partitions' rows starts,
+//!   the ones sending them get a bounded grace, acknowledged offsets are
+//!   committed, then the partitions are released ([`crate::source`]);
 //! - the poll loop never waits for ClickHouse: recovery and ledger checks run
 //!   as tasks while their partition is paused and its delivered messages are
 //!   held (see [`Blocked`]), so a slow or frozen ClickHouse cannot push the
 //!   member past `max.poll.interval.ms` or stall the other partitions.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use common::Config;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use prometheus::local::LocalHistogram;
+use prometheus::IntCounter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message, OwnedMessage};
-use rdkafka::statistics::Statistics;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
+use rdkafka::topic_partition_list::TopicPartitionList;
 use schemas::LogType;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::batch::{Batch, BatchLimits, DeadLetter};
+use crate::batching::{Block, DeadLetter, Dest, FlushPolicy, Lanes, DESTS};
+use crate::commit::{self, PartShared};
 use crate::metrics::Metrics;
-use crate::recovery::{self, Check, Stored};
+use crate::recovery::{self, Check, Running, Stored};
 use crate::route::{self, Limits, MsgMeta};
 use crate::rowbinary::datetime_secs;
-use crate::sink::Sink;
+use crate::sink::{Abandoned, Sink, Written};
+use crate::source::{self, Ctx, Event, Tp};
 use crate::table::Table;
-
-type Tp = (Arc<str>, i32);
-
-/// State of a partition shared between the consumer thread, its inserter task
-/// and the rebalance callback.
-pub struct PartShared {
-    /// Next offset to commit (everything below it is acknowledged); -1 = none yet.
-    pub acked_next: AtomicI64,
-    /// Sealed batches handed to the inserter and not yet finished.
-    pub pending: AtomicUsize,
-    pub revoked: AtomicBool,
-}
-
-/// librdkafka callbacks: rebalances are recorded for the consumer loop, and
-/// on revocation the in-flight work of the revoked partitions is finished and
-/// committed before the partitions are released.
-pub struct Ctx {
-    parts: Mutex<HashMap<Tp, Arc<PartShared>>>,
-    events: Mutex<Vec<Event>>,
-    metrics: Metrics,
-    /// How long a revocation waits for the INSERT in flight ([`revoke_grace`]).
-    revoke_grace: Duration,
-}
-
-/// A quarter of `max.poll.interval.ms` (librdkafka's default 300 s, or the
-/// `[kafka.properties]` value), at most 30 s.
-fn revoke_grace(cfg: &Config) -> Duration {
-    let max_poll_ms = cfg
-        .kafka
-        .properties
-        .get("max.poll.interval.ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(300_000);
-    Duration::from_millis(max_poll_ms / 4).min(Duration::from_secs(30))
-}
-
-enum Event {
-    Assigned(Vec<Tp>),
-    Revoked(Vec<Tp>),
-}
-
-fn tps(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements()
-        .iter()
-        .map(|e| (Arc::<str>::from(e.topic()), e.partition()))
-        .collect()
-}
-
-impl ClientContext for Ctx {
-    fn stats(&self, stats: Statistics) {
-        common::kafka::record_consumer_lag(&stats, &self.metrics.consumer_lag);
-    }
-}
-
-impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let revoked = tps(tpl);
-        let shared: Vec<(Tp, Arc<PartShared>)> = {
-            let parts = self.parts.lock().expect("parts lock");
-            revoked
-                .iter()
-                .filter_map(|tp| parts.get(tp).map(|s| (tp.clone(), s.clone())))
-                .collect()
-        };
-        for (_, s) in &shared {
-            s.revoked.store(true, Ordering::Release);
-        }
-        // Let the INSERT being written finish (queued batches are dropped and
-        // no further INSERT starts once revoked), so the next owner cannot race
-        // with it. Bounded well below max.poll.interval.ms: this runs inside
-        // poll, and a member that overstays it is expelled from the group (a
-        // frozen ClickHouse made the whole group stall that way).
-        let deadline = Instant::now() + self.revoke_grace;
-        while shared
-            .iter()
-            .any(|(_, s)| s.pending.load(Ordering::Acquire) > 0)
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        commit_acked(consumer, &shared, &self.metrics, CommitMode::Sync);
-        {
-            let mut parts = self.parts.lock().expect("parts lock");
-            for tp in &revoked {
-                parts.remove(tp);
-            }
-        }
-        info!(partitions = ?revoked.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(),
-              "partitions revoked");
-        self.events
-            .lock()
-            .expect("events lock")
-            .push(Event::Revoked(revoked));
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let assigned = tps(tpl);
-            info!(partitions = ?assigned.iter().map(|(t, p)| format!("{t}/{p}")).collect::<Vec<_>>(),
-                  "partitions assigned");
-            self.events
-                .lock()
-                .expect("events lock")
-                .push(Event::Assigned(assigned));
-        }
-    }
-}
-
-/// Commits `acked_next` of every given partition that has one.
-fn commit_acked(
-    consumer: &BaseConsumer<Ctx>,
-    parts: &[(Tp, Arc<PartShared>)],
-    metrics: &Metrics,
-    mode: CommitMode,
-) -> bool {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, p), s) in parts {
-        let next = s.acked_next.load(Ordering::Acquire);
-        if next >= 0 {
-            let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(next));
-        }
-    }
-    if tpl.count() == 0 {
-        return true;
-    }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {
-            metrics.commits.inc();
-            true
-        }
-        Err(e) => {
-            metrics.commit_errors.inc();
-            warn!(error = %e, "offset commit failed; will retry");
-            false
-        }
-    }
-}
 
 /// What the consumer thread keeps per owned partition.
 struct PartState {
     shared: Arc<PartShared>,
-    tx: mpsc::Sender<Batch>,
-    open: Option<Batch>,
-    /// Sealed batches the inserter's queue had no room for (partition is paused).
-    waiting: VecDeque<Batch>,
     paused: bool,
     /// None until the first message: then recovery reads what is already stored.
     stored: Option<Stored>,
@@ -198,7 +61,32 @@ struct PartState {
     next_offset: i64,
     committed_next: i64,
     topic_type: Option<LogType>,
-    generation: u64,
+    /// (block id, part index) of this partition in each destination's open
+    /// block: no lookup per row.
+    slots: [Option<(u64, u32)>; DESTS],
+    /// `consumed_total{topic}` of this partition's topic (no label lookup per message).
+    consumed: IntCounter,
+}
+
+/// A block the sink finished.
+struct Done {
+    dest: Dest,
+    opened_at: Instant,
+    result: Result<Written, Abandoned>,
+}
+
+/// The consumer loop's own state.
+struct Loop {
+    lanes: Lanes,
+    limits: Limits,
+    done_tx: std_mpsc::Sender<Done>,
+    done_rx: std_mpsc::Receiver<Done>,
+    /// Kafka append → fetched, per message (flushed to the registry in housekeeping).
+    fetch: LocalHistogram,
+    /// When blocks acknowledged since the last commit were acknowledged.
+    acked: Vec<Instant>,
+    /// What this thread last added to the shared gauges.
+    gauges: (i64, i64),
 }
 
 /// A question to ClickHouse about one partition, answered by a task.
@@ -250,7 +138,7 @@ impl Hold for OwnedMessage {
 
 /// Everything a consumer thread needs.
 pub struct Worker {
-    /// The input topic names, shared by every batch and lookup key.
+    /// The input topic names, shared by every block and lookup key.
     pub topic_names: Vec<Arc<str>>,
     pub cfg: Config,
     pub sink: Arc<Sink>,
@@ -270,12 +158,15 @@ impl Worker {
         }
     }
 
-    fn batch_limits(&self) -> BatchLimits {
-        let i = &self.cfg.ingest;
-        BatchLimits {
-            max_rows: i.batch_max_rows,
-            max_bytes: i.batch_max_bytes,
-            max_wait: Duration::from_millis(i.batch_max_wait_ms),
+    /// The flush policy of `[ingest]`.
+    pub fn flush_policy(cfg: &Config) -> FlushPolicy {
+        let i = &cfg.ingest;
+        FlushPolicy {
+            max_rows: i.batch_max_rows.max(1),
+            max_bytes: i.batch_max_bytes.max(1),
+            flush_interval: Duration::from_millis(i.flush_interval_ms),
+            max_inflight: i.max_inflight_inserts.max(1),
+            max_queued: i.max_pending_batches,
         }
     }
 
@@ -289,19 +180,7 @@ impl Worker {
 
     /// Runs until shutdown; returns after the last acknowledged offsets are committed.
     pub fn run(self) -> anyhow::Result<()> {
-        let ctx = Ctx {
-            parts: Mutex::new(HashMap::new()),
-            events: Mutex::new(Vec::new()),
-            metrics: self.metrics.clone(),
-            revoke_grace: revoke_grace(&self.cfg),
-        };
-        let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.ingest_group);
-        cc.set("statistics.interval.ms", "5000")
-            .set("queued.max.messages.kbytes", "32768")
-            .set("client.id", format!("adlog-ingest-{}", self.id));
-        let consumer: BaseConsumer<Ctx> = cc
-            .create_with_context(ctx)
-            .with_context(|| format!("creating Kafka consumer for {}", self.cfg.kafka.brokers))?;
+        let consumer = source::consumer(&self.cfg, self.id, &self.metrics)?;
         let topics = Self::input_topics(&self.cfg);
         let topic_refs: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
         consumer
@@ -309,36 +188,45 @@ impl Worker {
             .with_context(|| format!("subscribing to {topics:?}"))?;
         info!(worker = self.id, topics = ?topics, "consuming");
 
-        let limits = self.limits();
-        let blimits = self.batch_limits();
+        let (done_tx, done_rx) = std_mpsc::channel();
+        let mut st = Loop {
+            lanes: Lanes::new(Self::flush_policy(&self.cfg), (self.id as u64) << 48),
+            limits: self.limits(),
+            done_tx,
+            done_rx,
+            fetch: self.metrics.stage_fetch.local(),
+            acked: Vec::new(),
+            gauges: (0, 0),
+        };
         let mut parts: HashMap<Tp, PartState> = HashMap::new();
-        let mut generation = 0u64;
         let mut last_commit = Instant::now();
         let mut last_housekeeping = Instant::now();
         let mut last_recreate: Option<Instant> = None;
         let mut watch = common::kafka::StuckGroupWatch::for_config(&self.cfg.kafka);
 
         while !self.shutdown.load(Ordering::Acquire) {
-            let polled = consumer.poll(Duration::from_millis(100));
-            self.apply_events(&consumer, &mut parts, &mut generation);
+            let polled = consumer.poll(Duration::from_millis(20));
+            self.apply_events(&consumer, &mut parts);
             let idle = polled.is_none();
             match polled {
-                Some(Ok(msg)) => self.handle(&consumer, &msg, &mut parts, &limits, &blimits),
+                Some(Ok(msg)) => self.handle(&consumer, &msg, &mut parts, &mut st),
                 Some(Err(e)) => {
                     warn!(error = %e, "Kafka consumer error");
                     self.recreate_missing_topics(&e, &mut last_recreate);
                 }
                 None => {}
             }
-            // Sealing due batches, draining queues and pausing are cheap but
-            // not per message: at most every 10 ms, or when the poll was idle.
-            if idle || last_housekeeping.elapsed() >= Duration::from_millis(10) {
-                self.take_answers(&consumer, &mut parts, &limits, &blimits);
-                self.housekeeping(&consumer, &mut parts, &blimits);
+            // Flushing due blocks, taking finished ones and pausing are cheap
+            // but not per message: at most every 5 ms, or when the poll was idle.
+            if idle || last_housekeeping.elapsed() >= Duration::from_millis(5) {
+                self.take_answers(&consumer, &mut parts, &mut st);
+                self.take_done(&mut st);
+                self.flush(&mut st, false);
+                self.housekeeping(&consumer, &mut parts, &mut st);
                 last_housekeeping = Instant::now();
             }
-            if last_commit.elapsed() >= Duration::from_millis(200) {
-                self.commit(&consumer, &mut parts, CommitMode::Async);
+            if last_commit.elapsed() >= Duration::from_millis(100) {
+                self.commit(&consumer, &mut parts, &mut st, CommitMode::Async);
                 last_commit = Instant::now();
             }
             if idle {
@@ -351,44 +239,32 @@ impl Worker {
             }
         }
 
-        info!(worker = self.id, "shutting down: writing open batches");
-        for part in parts.values_mut() {
-            if let Some(b) = part.open.take() {
-                if b.messages() > 0 {
-                    part.waiting.push_back(b);
-                }
-            }
-        }
+        info!(worker = self.id, "shutting down: writing open blocks");
         let deadline = Instant::now() + self.sink.shutdown_grace + Duration::from_secs(5);
         loop {
-            self.housekeeping(&consumer, &mut parts, &blimits);
-            let busy = parts
-                .values()
-                .any(|p| !p.waiting.is_empty() || p.shared.pending.load(Ordering::Acquire) > 0);
-            if !busy || Instant::now() > deadline {
+            self.take_done(&mut st);
+            self.flush(&mut st, true);
+            self.housekeeping(&consumer, &mut parts, &mut st);
+            if st.lanes.is_idle() || Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.commit(&consumer, &mut parts, CommitMode::Sync);
+        self.commit(&consumer, &mut parts, &mut st, CommitMode::Sync);
         consumer.unsubscribe();
         info!(worker = self.id, "stopped");
         Ok(())
     }
 
-    fn apply_events(
-        &self,
-        consumer: &BaseConsumer<Ctx>,
-        parts: &mut HashMap<Tp, PartState>,
-        generation: &mut u64,
-    ) {
+    fn apply_events(&self, consumer: &BaseConsumer<Ctx>, parts: &mut HashMap<Tp, PartState>) {
         let events = std::mem::take(&mut *consumer.context().events.lock().expect("events lock"));
         for ev in events {
             match ev {
                 Event::Revoked(tps) => {
+                    // Their rows still in blocks are left out of every write
+                    // (the partition's PartShared is marked revoked).
                     for tp in tps {
                         if let Some(p) = parts.remove(&tp) {
-                            self.metrics.pending_batches.sub(p.waiting.len() as i64);
                             if p.paused {
                                 self.metrics.paused_partitions.dec();
                             }
@@ -411,41 +287,27 @@ impl Worker {
                         warn!(error = %e, "resuming newly assigned partitions failed");
                     }
                     for tp in tps {
-                        *generation += 1;
-                        let shared = Arc::new(PartShared {
-                            acked_next: AtomicI64::new(-1),
-                            pending: AtomicUsize::new(0),
-                            revoked: AtomicBool::new(false),
-                        });
+                        let shared = Arc::new(PartShared::default());
                         consumer
                             .context()
                             .parts
                             .lock()
                             .expect("parts lock")
                             .insert(tp.clone(), shared.clone());
-                        let (tx, rx) = mpsc::channel(self.cfg.ingest.max_pending_batches.max(1));
-                        self.rt.spawn(run_inserter(
-                            rx,
-                            self.sink.clone(),
-                            shared.clone(),
-                            self.metrics.clone(),
-                            self.cfg.ingest.freshness_target_ms,
-                        ));
                         let topic_type = self.cfg.topics.log_type_of(&tp.0);
+                        let consumed = self.metrics.consumed.with_label_values(&[&tp.0]);
                         parts.insert(
                             tp,
                             PartState {
                                 shared,
-                                tx,
-                                open: None,
-                                waiting: VecDeque::new(),
                                 paused: false,
                                 stored: None,
                                 blocked: None,
                                 next_offset: -1,
                                 committed_next: -1,
                                 topic_type,
-                                generation: *generation,
+                                slots: [None; DESTS],
+                                consumed,
                             },
                         );
                     }
@@ -454,15 +316,14 @@ impl Worker {
         }
     }
 
-    /// Parses one message into its partition's open batch (or holds it while
-    /// its partition waits for ClickHouse).
+    /// Parses one message into its destinations' open blocks (or holds it
+    /// while its partition waits for ClickHouse).
     fn handle<M: Hold>(
         &self,
         consumer: &BaseConsumer<Ctx>,
         msg: &M,
         parts: &mut HashMap<Tp, PartState>,
-        limits: &Limits,
-        blimits: &BatchLimits,
+        st: &mut Loop,
     ) {
         // Topic names are interned: no allocation per message for the lookup key.
         let topic = match self.topic_names.iter().find(|t| ***t == *msg.topic()) {
@@ -508,6 +369,7 @@ impl Worker {
         };
         let now_ms = now_ms();
         let payload = msg.payload();
+        let limits = &st.limits;
         let (env, rejected) = match route::envelope(payload, limits) {
             Ok(env) => (Some(env), None),
             Err(rej) => (None, Some(rej)),
@@ -551,25 +413,22 @@ impl Worker {
             }
         };
         part.next_offset = offset + 1;
-        self.metrics
-            .consumed
-            .with_label_values(&[msg.topic()])
-            .inc();
-        let batch = part
-            .open
-            .get_or_insert_with(|| Batch::new(key.0.clone(), key.1, offset, part.generation));
-        batch.last_offset = offset;
-        batch.kafka_ts_ms.push(meta.kafka_ts_ms);
+        part.consumed.inc();
+        st.fetch
+            .observe((now_ms - meta.kafka_ts_ms).max(0) as f64 / 1000.0);
         match (outcome, &env) {
+            (Ok(_), _) if skip => {
+                self.metrics
+                    .skipped_recovered
+                    .with_label_values(&[msg.topic()])
+                    .inc();
+            }
             (Ok(rec), Some(env)) => {
-                if skip {
-                    batch.skipped += 1;
-                } else {
-                    let tr = batch.table(table);
-                    route::encode(&rec, env, &meta, now_ms, &mut tr.bytes);
-                    tr.rows += 1;
-                    tr.note_ts(rec.event_ts_ms(), meta.kafka_ts_ms);
-                }
+                let dest = Dest::Table(table);
+                let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                let buf = b.push_row(pi, offset, meta.kafka_ts_ms, rec.event_ts_ms());
+                route::encode(&rec, env, &meta, now_ms, buf);
+                st.lanes.seal_if_full(dest);
             }
             (Ok(_), None) => unreachable!("a record needs an envelope"),
             (Err(rej), _) => {
@@ -578,41 +437,45 @@ impl Worker {
                     .with_label_values(&[msg.topic(), rej.reason])
                     .inc();
                 if skip {
-                    batch.skipped += 1;
+                    self.metrics
+                        .skipped_recovered
+                        .with_label_values(&[msg.topic()])
+                        .inc();
                 } else {
                     let raw = payload.unwrap_or_default();
-                    let tr = batch.table(Table::DeadLetter);
+                    let dest = Dest::Table(Table::DeadLetter);
+                    let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                    let buf = b.push_row(pi, offset, meta.kafka_ts_ms, now_ms);
                     route::encode_dead_letter(
                         &rej,
                         raw,
                         &meta,
                         now_ms,
                         self.cfg.ingest.dead_letter_max_bytes,
-                        &mut tr.bytes,
+                        buf,
                     );
-                    tr.rows += 1;
-                    tr.note_ts(now_ms, meta.kafka_ts_ms);
-                    batch.push_dead_letter(DeadLetter {
-                        offset,
+                    st.lanes.seal_if_full(dest);
+                    // A too_large message cannot go to the DLQ topic whole (it is
+                    // over the limit by definition; the producer refused 10 MB and
+                    // the partition stalled): like the table, keep its head.
+                    let cap = if rej.reason == "too_large" {
+                        self.cfg.ingest.dead_letter_max_bytes
+                    } else {
+                        self.cfg.ingest.max_message_bytes
+                    };
+                    let dest = Dest::DeadLetterTopic;
+                    let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                    b.push_row(pi, offset, meta.kafka_ts_ms, now_ms);
+                    b.push_letter(DeadLetter {
                         reason: rej.reason,
                         error: rej.error,
-                        // A too_large message cannot go to the DLQ topic whole (it is
-                        // over the limit by definition; the producer refused 10 MB and
-                        // the partition stalled): like the table, keep its head.
-                        payload: raw[..raw.len().min(if rej.reason == "too_large" {
-                            self.cfg.ingest.dead_letter_max_bytes
-                        } else {
-                            self.cfg.ingest.max_message_bytes
-                        })]
-                            .to_vec(),
+                        payload: raw[..raw.len().min(cap)].to_vec(),
                     });
+                    st.lanes.seal_if_full(dest);
                 }
             }
         }
-        if batch.is_full(blimits) {
-            let b = part.open.take().expect("open batch");
-            self.seal(part, b);
-        }
+        part.shared.handled(offset + 1);
     }
 
     /// Pauses the partition, holds `msg` and asks `q` on the runtime.
@@ -639,8 +502,7 @@ impl Worker {
         &self,
         consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Tp, PartState>,
-        limits: &Limits,
-        blimits: &BatchLimits,
+        st: &mut Loop,
     ) {
         let mut ready = Vec::new();
         for (tp, part) in parts.iter_mut() {
@@ -688,7 +550,7 @@ impl Worker {
         }
         for (_, held) in ready {
             for msg in &held {
-                self.handle(consumer, msg, parts, limits, blimits);
+                self.handle(consumer, msg, parts, st);
             }
         }
     }
@@ -714,11 +576,14 @@ impl Worker {
                 }
                 let answer = match &q {
                     Question::Recover { from_offset } => {
-                        let prefix = recovery::query_id_prefix(&topic, partition);
+                        let running = Running::Partition {
+                            topic: topic.to_string(),
+                            partition,
+                        };
                         let wait = recovery::wait_no_running_inserts(
                             &sink.ch,
                             &sink.processes,
-                            &prefix,
+                            &running,
                             Duration::from_secs(120),
                         );
                         match wait.await {
@@ -797,24 +662,38 @@ impl Worker {
         });
     }
 
-    fn seal(&self, part: &mut PartState, b: Batch) {
-        self.metrics.pending_batches.inc();
-        part.waiting.push_back(b);
-        self.drain_waiting(part);
+    /// Hands the blocks that are due (all, when `flush_all`) to the sink.
+    fn flush(&self, st: &mut Loop, flush_all: bool) {
+        for mut block in st.lanes.take_ready(Instant::now(), flush_all) {
+            let sink = self.sink.clone();
+            let tx = st.done_tx.clone();
+            self.rt.spawn(async move {
+                let result = sink.write(&mut block).await;
+                let _ = tx.send(Done {
+                    dest: block.dest,
+                    opened_at: block.opened_at,
+                    result,
+                });
+            });
+        }
     }
 
-    /// Moves waiting batches into the inserter's queue; pauses the partition
-    /// while the queue is full.
-    fn drain_waiting(&self, part: &mut PartState) {
-        while let Some(b) = part.waiting.pop_front() {
-            part.shared.pending.fetch_add(1, Ordering::AcqRel);
-            match part.tx.try_send(b) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(b))
-                | Err(mpsc::error::TrySendError::Closed(b)) => {
-                    part.shared.pending.fetch_sub(1, Ordering::AcqRel);
-                    part.waiting.push_front(b);
-                    break;
+    /// Takes the blocks the sink finished: frees their slots, records the stages.
+    fn take_done(&self, st: &mut Loop) {
+        while let Ok(done) = st.done_rx.try_recv() {
+            st.lanes.finished(done.dest);
+            match done.result {
+                Ok(w) => {
+                    let m = &self.metrics;
+                    m.stage_wait
+                        .observe(w.sent_at.duration_since(done.opened_at).as_secs_f64());
+                    m.stage_insert
+                        .observe(w.acked_at.duration_since(w.sent_at).as_secs_f64());
+                    st.acked.push(w.acked_at);
+                }
+                Err(why) => {
+                    info!(dest = done.dest.name(), reason = ?why,
+                          "block abandoned; its partitions' next reader will write it");
                 }
             }
         }
@@ -824,21 +703,22 @@ impl Worker {
         &self,
         consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Tp, PartState>,
-        blimits: &BatchLimits,
+        st: &mut Loop,
     ) {
-        let mut buffered = 0usize;
+        let backpressure = st.lanes.backpressure();
         for ((topic, p), part) in parts.iter_mut() {
-            if part.open.as_ref().is_some_and(|b| b.is_due(blimits)) {
-                let b = part.open.take().expect("open batch");
-                self.seal(part, b);
-            }
-            self.drain_waiting(part);
-            let want_pause = !part.waiting.is_empty() || part.blocked.is_some();
+            let want_pause = backpressure || part.blocked.is_some();
             self.set_paused(consumer, topic, *p, part, want_pause);
-            buffered += part.open.as_ref().map_or(0, |b| b.bytes());
-            buffered += part.waiting.iter().map(|b| b.bytes()).sum::<usize>();
         }
-        self.metrics.buffered_bytes.set(buffered as i64);
+        st.fetch.flush();
+        // Gauges are shared by the consumer threads: add this one's change.
+        let now = (
+            st.lanes.pending_blocks() as i64,
+            st.lanes.buffered_bytes() as i64,
+        );
+        self.metrics.pending_batches.add(now.0 - st.gauges.0);
+        self.metrics.buffered_bytes.add(now.1 - st.gauges.1);
+        st.gauges = now;
     }
 
     /// Pauses or resumes fetching one partition (no-op when already so).
@@ -878,74 +758,49 @@ impl Worker {
         &self,
         consumer: &BaseConsumer<Ctx>,
         parts: &mut HashMap<Tp, PartState>,
+        st: &mut Loop,
         mode: CommitMode,
     ) {
-        let due: Vec<(Tp, Arc<PartShared>)> = parts
+        let list: Vec<(&str, i32, &Arc<PartShared>, i64)> = parts
             .iter()
-            .filter(|(_, p)| p.shared.acked_next.load(Ordering::Acquire) > p.committed_next)
-            .map(|(tp, p)| (tp.clone(), p.shared.clone()))
+            .map(|((t, p), s)| (&**t, *p, &s.shared, s.committed_next))
             .collect();
-        if due.is_empty() {
-            return;
+        let next = commit::commit(consumer, &list, &self.metrics, mode);
+        let moved = list.iter().zip(&next).any(|(l, n)| *n > l.3);
+        drop(list);
+        for (s, n) in parts.values_mut().zip(next) {
+            s.committed_next = n;
         }
-        if commit_acked(consumer, &due, &self.metrics, mode) {
-            for (tp, s) in due {
-                if let Some(p) = parts.get_mut(&tp) {
-                    p.committed_next = s.acked_next.load(Ordering::Acquire).max(p.committed_next);
-                }
+        if moved || st.lanes.is_idle() {
+            let now = Instant::now();
+            for a in st.acked.drain(..) {
+                self.metrics
+                    .stage_commit
+                    .observe(now.duration_since(a).as_secs_f64());
             }
         }
     }
 }
 
-/// Writes one partition's batches in order; acknowledges each by advancing
-/// `acked_next`. Gives up (without acknowledging) on revocation or shutdown.
-async fn run_inserter(
-    mut rx: mpsc::Receiver<Batch>,
-    sink: Arc<Sink>,
-    shared: Arc<PartShared>,
-    metrics: Metrics,
-    freshness_target_ms: u64,
-) {
-    let mut abandoned = false;
-    while let Some(mut batch) = rx.recv().await {
-        if !abandoned && !shared.revoked.load(Ordering::Acquire) {
-            let (rows, bytes) = (batch.rows(), batch.bytes());
-            match sink.write(&mut batch, &shared.revoked).await {
-                Ok(()) => {
-                    let now = now_ms();
-                    for ts in &batch.kafka_ts_ms {
-                        let lag_ms = (now - ts).max(0);
-                        metrics.freshness_seconds.observe(lag_ms as f64 / 1000.0);
-                        if lag_ms as u64 <= freshness_target_ms {
-                            metrics.freshness_within_target.inc();
-                        }
-                    }
-                    metrics
-                        .freshness_events
-                        .inc_by(batch.kafka_ts_ms.len() as u64);
-                    metrics.batch_rows.observe(rows as f64);
-                    metrics.batch_bytes.observe(bytes as f64);
-                    if batch.skipped > 0 {
-                        metrics
-                            .skipped_recovered
-                            .with_label_values(&[&batch.topic])
-                            .inc_by(batch.skipped as u64);
-                    }
-                    shared
-                        .acked_next
-                        .store(batch.last_offset + 1, Ordering::Release);
-                }
-                Err(why) => {
-                    info!(topic = %batch.topic, partition = batch.partition, first_offset = batch.first_offset,
-                          reason = ?why, "batch abandoned; the partition's next reader will write it");
-                    abandoned = true;
-                }
-            }
+/// The open block of `dest`, with `part` added to it if this is its first row there.
+fn open_block<'a>(
+    lanes: &'a mut Lanes,
+    part: &mut PartState,
+    (topic, partition): &Tp,
+    dest: Dest,
+    offset: i64,
+) -> (&'a mut Block, u32) {
+    let block = lanes.open(dest);
+    let pi = match part.slots[dest.index()] {
+        Some((id, pi)) if id == block.id => pi,
+        _ => {
+            let pi = block.add_part(topic.clone(), *partition, part.shared.clone());
+            part.shared.hold(block.id, offset);
+            part.slots[dest.index()] = Some((block.id, pi));
+            pi
         }
-        metrics.pending_batches.dec();
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
-    }
+    };
+    (block, pi)
 }
 
 pub fn now_ms() -> i64 {

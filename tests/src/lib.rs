@@ -67,7 +67,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("CLICKHOUSE__DATABASE", cfg.clickhouse.database.clone()),
         ("REDIS__URL", cfg.redis.url.clone()),
         ("INGEST__BATCH_MAX_ROWS", i.batch_max_rows.to_string()),
-        ("INGEST__BATCH_MAX_WAIT_MS", i.batch_max_wait_ms.to_string()),
+        ("INGEST__FLUSH_INTERVAL_MS", i.flush_interval_ms.to_string()),
         (
             "INGEST__MAX_PENDING_BATCHES",
             i.max_pending_batches.to_string(),

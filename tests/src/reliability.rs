@@ -490,7 +490,7 @@ pub fn pipeline_config(name: &str) -> Config {
     let mut cfg = test_config(name);
     let id = cfg.clickhouse.database.clone();
     cfg.ingest.batch_max_rows = 3_000;
-    cfg.ingest.batch_max_wait_ms = 300;
+    cfg.ingest.flush_interval_ms = 300;
     cfg.ingest.retry_max_ms = 2_000;
     cfg.joiner.key_prefix = format!("{id}:");
     cfg.joiner.metrics_listen = "127.0.0.1:0".into();

@@ -200,7 +200,7 @@ async fn cluster_migrate_ingest_kill9_exact_counts_on_both_shards_and_retention(
     // kill -9 of the worker mid-stream: recovery reads the ledger through the
     // Distributed ingest_ledger and every node's running INSERTs.
     cfg.ingest.batch_max_rows = 2_000;
-    cfg.ingest.batch_max_wait_ms = 200;
+    cfg.ingest.flush_interval_ms = 200;
     let gen = {
         let cfg = cfg.clone();
         tokio::spawn(async move { generate(&cfg, 30_000, 10_000).await })

@@ -161,7 +161,7 @@ fn envelope(message: &str, extra: &str) -> Vec<u8> {
 async fn hostile_corpus_is_dead_lettered_precisely_or_stored_exactly() {
     let mut cfg = test_config("hostile");
     cfg.kafka.partitions = 1;
-    cfg.ingest.batch_max_wait_ms = 300;
+    cfg.ingest.flush_interval_ms = 300;
     migrate(&cfg).unwrap();
     ingest::run::ensure_topics(
         &cfg,

@@ -104,7 +104,7 @@ async fn kill_9_three_times_mid_stream_loses_and_duplicates_nothing() {
     let mut cfg = test_config("ingest_crash");
     // Small, frequent batches: many inserts are in flight when the kill lands.
     cfg.ingest.batch_max_rows = 3_000;
-    cfg.ingest.batch_max_wait_ms = 200;
+    cfg.ingest.flush_interval_ms = 200;
     migrate(&cfg).unwrap();
     let gen = {
         let cfg = cfg.clone();
@@ -245,7 +245,7 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
 async fn sigterm_writes_open_batches_commits_and_exits_0() {
     let mut cfg = test_config("ingest_sigterm");
     // Long batch wait: at SIGTERM there are open, unwritten batches.
-    cfg.ingest.batch_max_wait_ms = 10_000;
+    cfg.ingest.flush_interval_ms = 10_000;
     cfg.ingest.batch_max_rows = 1_000_000;
     migrate(&cfg).unwrap();
     let m = generate(&cfg, 30_000, 0).await.unwrap();
