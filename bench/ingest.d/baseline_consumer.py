@@ -5,7 +5,7 @@ raw Kafka values, as they are, into ClickHouse.
 Every message becomes one JSONEachRow row
     {"topic": ..., "partition": ..., "offset": ..., "kafka_ts_ms": ..., "value": "<the message>"}
 (the value decoded as UTF-8 with invalid bytes replaced by U+FFFD). Rows are
-batched (--batch rows) and each batch is piped into its own
+batched (--batch rows, or --flush-ms after the batch's first row) and each batch is piped into its own
     clickhouse-client --port PORT --query "INSERT INTO DB.kafka_raw FORMAT JSONEachRow"
 process (run under /usr/bin/time to measure it). One insert is in flight while
 the next batch is being consumed (so the Python process and ClickHouse work in
@@ -39,6 +39,8 @@ def main():
     ap.add_argument("--ch-host", default="127.0.0.1")
     ap.add_argument("--ch-port", default="9000")
     ap.add_argument("--batch", type=int, default=50000)
+    ap.add_argument("--flush-ms", type=int, default=0,
+                    help="also ship a batch once its first row waited this long (0: size only)")
     ap.add_argument("--stop-after-idle", type=float, default=3.0)
     ap.add_argument("--session-timeout-ms", default="6000")
     ap.add_argument("--heartbeat-interval-ms", default="500")
@@ -58,7 +60,8 @@ def main():
         # The same prefetch bound as the ingest worker (librdkafka's default is 64 MiB).
         "queued.max.messages.kbytes": 32768,
     })
-    consumer.subscribe(a.topics.split(","))
+    consumer.subscribe(a.topics.split(","), on_assign=lambda c, ps: print(
+        f"baseline: partitions assigned: {len(ps)}", file=sys.stderr, flush=True))
     # /usr/bin/time measures each clickhouse-client exactly (its peak RSS as
     # well: the RUSAGE_CHILDREN peak of a forked child starts at our own RSS).
     insert = ["/usr/bin/time", "-a", "-o", a.client_times, "-f", "%M %U %S %e",
@@ -70,6 +73,7 @@ def main():
     t_first = t_last = None
     consumed = batches = 0
     rows = []            # the open batch (JSON lines)
+    opened = None        # monotonic time of the open batch's first row
     hi = {}              # (topic, partition) -> next offset, for the open batch
     inflight = None      # (process, writer thread, offsets to commit, rows)
     last_msg = time.monotonic()
@@ -89,7 +93,8 @@ def main():
         inflight = None
 
     def ship():
-        nonlocal rows, hi, inflight
+        nonlocal rows, hi, inflight, opened
+        opened = None
         if not rows:
             return
         data = ("\n".join(rows) + "\n").encode("utf-8")
@@ -135,7 +140,10 @@ def main():
             hi[(topic, part)] = off + 1
         consumed += len(msgs)
         t_last = time.time()
-        if len(rows) >= a.batch:
+        if opened is None and rows:
+            opened = now
+        if len(rows) >= a.batch or (a.flush_ms and opened is not None
+                                    and (time.monotonic() - opened) * 1000 >= a.flush_ms):
             ship()
     ship()
     finish_inflight()

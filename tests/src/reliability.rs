@@ -403,6 +403,81 @@ fn pump(mut from: TcpStream, to: TcpStream, delay_ms: Arc<AtomicU64>) {
     let _ = from.shutdown(Shutdown::Read);
 }
 
+/// A TCP proxy to ClickHouse's HTTP port that drops the first request whose
+/// first chunk holds every one of `needles` (once armed): it closes both
+/// sockets without forwarding a byte of it, so the client cannot know whether
+/// the server got it — an ambiguous failure, like a response lost on the way.
+/// Every other byte is passed through unchanged.
+pub struct DropProxy {
+    pub port: u16,
+    armed: Arc<AtomicBool>,
+    /// Requests dropped so far.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl DropProxy {
+    pub fn start(target: SocketAddr, needles: Vec<Vec<u8>>) -> DropProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(true));
+        let dropped = Arc::new(AtomicU64::new(0));
+        let (a, d) = (armed.clone(), dropped.clone());
+        let needles = Arc::new(needles);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut client) = conn else { continue };
+                let Ok(mut server) = TcpStream::connect(target) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(Shutdown::Write);
+                });
+                let (a, d, needles) = (a.clone(), d.clone(), needles.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        let hit = needles
+                            .iter()
+                            .all(|w| chunk.windows(w.len()).any(|x| x == &w[..]));
+                        if hit && a.swap(false, Ordering::AcqRel) {
+                            d.fetch_add(1, Ordering::AcqRel);
+                            let _ = server.shutdown(Shutdown::Both);
+                            let _ = client.shutdown(Shutdown::Both);
+                            return;
+                        }
+                        if server.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        DropProxy {
+            port,
+            armed,
+            dropped,
+        }
+    }
+
+    /// Whether the next matching request is still to be dropped.
+    pub fn armed(&self) -> bool {
+        self.armed.load(Ordering::Acquire)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
 // --------------------------------------------------------------------- RSS ---
 
 /// Samples the resident set size of registered processes every 100 ms and
