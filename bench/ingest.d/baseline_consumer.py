@@ -123,13 +123,14 @@ def main():
             if consumed == 0 and now - last_msg >= max(a.stop_after_idle, 60):
                 raise SystemExit("baseline: no message within 60 s")
             continue
-        last_msg = now
+        real = 0
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.fatal():
                     raise KafkaException(err)
                 continue
+            real += 1
             if t_first is None:
                 t_first = time.time()
             v = m.value() or b""
@@ -138,7 +139,10 @@ def main():
                                "kafka_ts_ms": m.timestamp()[1],
                                "value": v.decode("utf-8", "replace")}))
             hi[(topic, part)] = off + 1
-        consumed += len(msgs)
+        if real == 0:
+            continue
+        last_msg = now
+        consumed += real
         t_last = time.time()
         if opened is None and rows:
             opened = now

@@ -129,6 +129,12 @@ def cmd_run(a):
                          for s in ("fetch", "wait", "insert", "commit")}
         out["inserts"] = benchlib.metric_sum(text, "adlog_ingest_insert_seconds_count")
     json.dump(out, open(a.out, "w"))
+    own = out.get("own") or {}
+    print(f"    {a.system:8} {a.rate:>7}/s run {a.repeat}: outside p50 {poll['p50_s']:.2f} s, "
+          f"p99 {poll['p99_s']:.2f} s, p99.9 {poll['p999_s']:.2f} s, within 2 s "
+          f"{100 * poll['within_2s']:.1f} %"
+          + (f"; own p99 {own['p99_s']:.2f} s" if own.get("p99_s") is not None else ""),
+          file=sys.stderr)
 
 
 def spread(vals, fmt):

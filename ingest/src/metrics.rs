@@ -143,11 +143,14 @@ impl Default for Metrics {
 /// Latency buckets fine enough for p50/p99/p99.9 below 2 s: 10 ms steps to
 /// 100 ms, 50 ms steps to 1 s, 250 ms steps to 3 s, then coarse to 30 min.
 pub fn latency_buckets() -> Vec<f64> {
-    let mut b: Vec<f64> = (1..=10).map(|i| i as f64 * 0.01).collect();
-    b.extend((3..=20).map(|i| i as f64 * 0.05));
-    b.extend((5..=12).map(|i| i as f64 * 0.25));
-    b.extend([4.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 1800.0]);
-    b
+    // Whole milliseconds divided once, so the bounds print as 0.15, not 0.15000000000000002.
+    let mut ms: Vec<u32> = (1..=10).map(|i| i * 10).collect();
+    ms.extend((3..=20).map(|i| i * 50));
+    ms.extend((5..=12).map(|i| i * 250));
+    ms.extend([
+        4_000, 5_000, 7_500, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 1_800_000,
+    ]);
+    ms.into_iter().map(|m| m as f64 / 1000.0).collect()
 }
 
 /// Estimates quantile `q` of a histogram the way Prometheus'

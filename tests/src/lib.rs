@@ -263,6 +263,7 @@ pub async fn generate(cfg: &Config, count: u64, rate: u64) -> anyhow::Result<loa
 }
 
 pub mod reliability;
+pub mod rollups;
 
 #[cfg(test)]
 mod calendar {

@@ -1029,6 +1029,9 @@ pub struct Outcome {
     pub joined_copies: u64,
     /// Per-table/reason mismatches against the manifest (must be empty).
     pub mismatches: Vec<String>,
+    /// Rollup and trace tables that disagree with the raw rows, one line per
+    /// table (`crate::rollups::rollup_mismatches`; must be empty).
+    pub rollup_mismatches: Vec<String>,
     pub faults: u32,
     pub recovery_s: Option<f64>,
     pub catch_up_s: f64,
@@ -1223,16 +1226,22 @@ pub fn verify_all(ch_url: &str, db: &str, ms: &[&loadgen::Manifest]) -> Outcome 
     );
     o.duplicated += rows - coords;
     o.joined_copies = coords - ids;
+
+    // Every agg_* rollup and trace table equals what the raw rows imply.
+    o.rollup_mismatches = crate::rollups::rollup_mismatches(ch_url, db)
+        .unwrap_or_else(|e| vec![format!("rollup check could not run: {e:#}")]);
     o
 }
 
 impl Outcome {
     /// Lost = 0, duplicated = 0, every table and reason as the manifest says,
-    /// the joined ids exactly the expected pairs.
+    /// the joined ids exactly the expected pairs, every rollup and trace
+    /// table equal to the raw rows.
     pub fn assert_exact(&self) {
         let ok = self.lost == 0
             && self.duplicated == 0
             && self.mismatches.is_empty()
+            && self.rollup_mismatches.is_empty()
             && self.joined_missing == 0
             && self.joined_unexpected == 0
             && self.joined_wrong == 0
@@ -1276,6 +1285,9 @@ impl Outcome {
         eprintln!("{}\n{}", Self::HEADER, self.row());
         for n in &self.notes {
             eprintln!("  note: {n}");
+        }
+        for r in &self.rollup_mismatches {
+            eprintln!("  rollup mismatch: {r}");
         }
         let dir = workspace_root().join("target").join("reliability");
         let _ = std::fs::create_dir_all(&dir);

@@ -1,12 +1,13 @@
 //! ingest against the real stack: exact row counts, dead letters with their
-//! reasons, rollups equal to raw counts, and exactness across kill -9 and a
-//! ClickHouse outage.
+//! reasons, every rollup and trace table equal to the raw rows, and exactness
+//! across kill -9, a ClickHouse outage and SIGTERM.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Config;
+use integration_tests::rollups::rollup_mismatches;
 use integration_tests::{clickhouse, count, drop_database, generate, migrate, test_config, Proc};
 use schemas::LogType;
 
@@ -52,38 +53,16 @@ async fn assert_exact(cfg: &Config, m: &loadgen::Manifest) {
         "every dead letter says why"
     );
 
-    // Rollups agree with the raw table.
-    let raw = count(&ch, cfg, "ods_request", "").await;
-    let edge = count(&ch, cfg, "ods_request", "caller = ''").await;
-    let r1s: u64 = ch
-        .query(&format!(
-            "SELECT countMerge(requests) FROM {db}.agg_request_1s"
-        ))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(r1s, raw, "agg_request_1s total vs. ods_request");
-    let r1m: u64 = ch
-        .query(&format!(
-            "SELECT countMerge(requests) FROM {db}.agg_request_1m_psid"
-        ))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(r1m, edge, "agg_request_1m_psid total vs. edge requests");
-    let hops: u64 = ch
-        .query(&format!("SELECT sum(hops) FROM {db}.agg_user_visits_1h"))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(hops, raw, "agg_user_visits_1h hops vs. ods_request");
-    let errors_raw = count(&ch, cfg, "ods_request", "status >= 500").await;
-    let errors_rollup: u64 = ch
-        .query(&format!("SELECT sumMerge(errors) FROM {db}.agg_request_1s"))
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(errors_rollup, errors_raw, "agg_request_1s errors vs. raw");
+    // Every rollup (agg_*) and trace table agrees with the raw tables, group
+    // by group (tests/src/rollups.rs).
+    let url = cfg.clickhouse.url.clone();
+    let bad = tokio::task::block_in_place(|| rollup_mismatches(&url, db))
+        .expect("comparing the rollups with the raw rows");
+    assert!(
+        bad.is_empty(),
+        "rollup/trace tables disagree with the raw rows:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,8 @@
 //! (its ods_* table or dead_letter) — lost = 0, duplicated = 0 — the per-table
 //! counts and dead-letter reasons equal the manifest, and the distinct
 //! joined ids in ods_joined are exactly the manifest's expected pairs (each
-//! with its mark_id, action and delay).
+//! with its mark_id, action and delay), and every rollup and trace table
+//! equals what the raw rows imply (`integration_tests::rollups`).
 //!
 //! The fast scale runs in CI (`cargo test`); `bench/reliability` runs the
 //! `#[ignore]`d long scale (more events, more and longer faults) and the
