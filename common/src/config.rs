@@ -115,6 +115,19 @@ pub struct ClickHouseConfig {
     pub password_file: Option<String>,
     /// Cluster name for `ON CLUSTER` DDL and Replicated/Distributed tables; empty = single server.
     pub cluster: String,
+    /// Compression of INSERT bodies: `none` (default) or `lz4`. LZ4 costs CPU
+    /// on both the worker and the server (measured in bench/ingest) and saves
+    /// bandwidth: worth it only where the network, not CPU, is the limit.
+    pub compression: InsertCompression,
+}
+
+/// See [`ClickHouseConfig::compression`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InsertCompression {
+    #[default]
+    None,
+    Lz4,
 }
 
 impl Default for ClickHouseConfig {
@@ -126,6 +139,7 @@ impl Default for ClickHouseConfig {
             password: String::new(),
             password_file: None,
             cluster: String::new(),
+            compression: InsertCompression::None,
         }
     }
 }

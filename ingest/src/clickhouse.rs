@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use common::config::ClickHouseConfig;
+use common::config::{ClickHouseConfig, InsertCompression};
 
 /// A client for `cfg`, with the password resolved (from `password_file` if set).
 /// No database is selected: every statement names its database explicitly.
@@ -22,10 +22,15 @@ use common::config::ClickHouseConfig;
 /// still queued on the entry node, and recovery could not see them yet.
 pub fn client(cfg: &ClickHouseConfig) -> anyhow::Result<::clickhouse::Client> {
     let password = cfg.resolved_password()?;
+    let compression = match cfg.compression {
+        InsertCompression::None => ::clickhouse::Compression::None,
+        InsertCompression::Lz4 => ::clickhouse::Compression::Lz4,
+    };
     let mut c = ::clickhouse::Client::default()
         .with_url(cfg.url.trim_end_matches('/'))
         .with_user(&cfg.user)
-        .with_validation(false);
+        .with_validation(false)
+        .with_compression(compression);
     if !password.is_empty() {
         c = c.with_password(password);
     }

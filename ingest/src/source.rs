@@ -59,11 +59,6 @@ pub fn consumer(cfg: &Config, id: usize, metrics: &Metrics) -> anyhow::Result<Ba
         revoke_grace: revoke_grace(cfg),
     };
     let mut cc = common::kafka::consumer_config(&cfg.kafka, &cfg.kafka.ingest_group);
-    // A fetch waits at most this long for data (librdkafka's default is
-    // 500 ms): it bounds how late an idle partition's first new message is seen.
-    if !cfg.kafka.properties.contains_key("fetch.wait.max.ms") {
-        cc.set("fetch.wait.max.ms", "100");
-    }
     cc.set("statistics.interval.ms", "5000")
         .set("queued.max.messages.kbytes", "32768")
         .set("client.id", format!("adlog-ingest-{id}"));

@@ -89,6 +89,9 @@ pub struct OwnStack {
     pub ch_tcp_port: u16,
     pub ch_interserver_port: u16,
     started: Mutex<BTreeSet<String>>,
+    /// Stops that needed SIGKILL (the service ignored SIGTERM for
+    /// `ADLOG_STOP_TIMEOUT`): a server killed mid-INSERT.
+    sigkills: AtomicU64,
 }
 
 impl OwnStack {
@@ -106,6 +109,7 @@ impl OwnStack {
             ch_tcp_port: free_port(),
             ch_interserver_port: free_port(),
             started: Mutex::new(BTreeSet::new()),
+            sigkills: AtomicU64::new(0),
         }
     }
 
@@ -122,7 +126,7 @@ impl OwnStack {
         ]
     }
 
-    fn stack(&self, verb: &str, svc: &str) -> anyhow::Result<()> {
+    fn stack(&self, verb: &str, svc: &str) -> anyhow::Result<String> {
         let out = Command::new(workspace_root().join("dev/stack"))
             .args([verb, svc])
             .envs(self.env())
@@ -134,7 +138,11 @@ impl OwnStack {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        Ok(())
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     /// `dev/stack up SVC` (kafka or clickhouse) for this stack.
@@ -144,7 +152,15 @@ impl OwnStack {
     }
 
     pub fn down(&self, svc: &str) {
-        self.stack("down", svc).unwrap();
+        let out = self.stack("down", svc).unwrap();
+        if out.contains("SIGKILL") {
+            self.sigkills.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// How many `down`s ended in SIGKILL.
+    pub fn sigkills(&self) -> u64 {
+        self.sigkills.load(Ordering::Acquire)
     }
 
     pub fn pid(&self, svc: &str) -> Option<u32> {

@@ -183,6 +183,18 @@ async fn clickhouse_stop_restart(s: Scale) {
         "ingest memory during the outage: {} MiB",
         o.peak_rss_ingest_mib
     );
+    let mut o = o;
+    // A server SIGKILLed mid-INSERT can have written a block's raw part but
+    // not all its views' parts (ARCHITECTURE.md, invariant 3, limits): then,
+    // and only then, a rollup difference is the documented limit, reported
+    // rather than failed. A server that stopped on SIGTERM must leave every
+    // rollup exact.
+    if own.sigkills() > 0 && !o.rollup_mismatches.is_empty() {
+        for r in std::mem::take(&mut o.rollup_mismatches) {
+            eprintln!("known limit (server SIGKILLed mid-INSERT): {r}");
+            o.notes.push(format!("after SIGKILL: {r}"));
+        }
+    }
     o.assert_exact();
 }
 
