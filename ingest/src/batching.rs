@@ -323,12 +323,13 @@ impl Lanes {
         lane.in_flight = lane.in_flight.saturating_sub(1);
     }
 
-    /// Whether reading must pause: some destination has more full blocks
-    /// waiting than allowed.
+    /// Whether reading must pause: some destination has `max_queued` (at
+    /// least one) full blocks waiting for a slot. The block being filled when
+    /// the pause takes effect may still fill up and queue, so a lane holds at
+    /// most `max_inflight + max_queued + 1` blocks (ARCHITECTURE.md, invariant 4).
     pub fn backpressure(&self) -> bool {
-        self.lanes
-            .iter()
-            .any(|l| l.queued.len() > self.policy.max_queued)
+        let limit = self.policy.max_queued.max(1);
+        self.lanes.iter().any(|l| l.queued.len() >= limit)
     }
 
     /// Nothing open, queued or being written.
