@@ -105,6 +105,15 @@ impl IdleWatch {
         }
     }
 
+    /// Work other than reading is going on (writes in flight, reading paused
+    /// by backpressure): the quiet time starts again. A worker paused while
+    /// ClickHouse was down otherwise counted the outage as idle time and
+    /// stopped the moment its last write went through, before reading on.
+    pub fn busy(&mut self, total: u64) {
+        self.last_total = total;
+        self.last_change = std::time::Instant::now();
+    }
+
     /// Feed the current message total; true once the run has been idle long enough.
     pub fn is_idle(&mut self, total: u64) -> bool {
         if total != self.last_total {

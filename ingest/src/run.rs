@@ -142,10 +142,12 @@ pub async fn command(cfg: &Config, args: RunArgs) -> anyhow::Result<()> {
                     _ = tick.tick() => {
                         let Some(watch) = watch.as_mut() else { continue };
                         let total = common::metrics::counter_vec_total(&metrics.consumed);
-                        if watch.is_idle(total)
-                            && metrics.pending_batches.get() == 0
-                            && metrics.buffered_bytes.get() == 0
-                        {
+                        let busy = metrics.pending_batches.get() > 0
+                            || metrics.buffered_bytes.get() > 0
+                            || metrics.paused_partitions.get() > 0;
+                        if busy {
+                            watch.busy(total);
+                        } else if watch.is_idle(total) {
                             info!(messages = total, "idle: stopping");
                             break;
                         }

@@ -144,17 +144,24 @@ impl OwnClickHouse {
     }
 
     fn start() -> Self {
+        Self::start_at("outage-clickhouse", 18_123, 19_000, 19_009)
+    }
+
+    /// A server of the test's own, in `target/<dir>` on the given ports.
+    fn start_at(dir: &str, http_port: u16, tcp_port: u16, interserver_port: u16) -> Self {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .parent()
             .unwrap();
-        let state = root.join("target").join("outage-clickhouse");
-        let http_port = 18_123;
+        let state = root.join("target").join(dir);
         let s = OwnClickHouse {
             env: vec![
                 ("ADLOG_STATE_DIR".into(), state.display().to_string()),
                 ("ADLOG_CH_HTTP_PORT".into(), http_port.to_string()),
-                ("ADLOG_CH_TCP_PORT".into(), "19000".into()),
-                ("ADLOG_CH_INTERSERVER_PORT".into(), "19009".into()),
+                ("ADLOG_CH_TCP_PORT".into(), tcp_port.to_string()),
+                (
+                    "ADLOG_CH_INTERSERVER_PORT".into(),
+                    interserver_port.to_string(),
+                ),
             ],
             http_port,
         };
@@ -217,6 +224,80 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
     assert!(
         peak_rss_kib > 0 && peak_rss_kib < 256 * 1024,
         "peak RSS {peak_rss_kib} KiB"
+    );
+}
+
+/// ARCHITECTURE.md, invariant 4: with ClickHouse down while 48 partitions
+/// keep receiving, the worker must stop reading at the stated bound instead
+/// of buffering the backlog. Blocks are capped at 1 MiB here, so the bound
+/// (6 lanes × (1 + max_pending_batches + max_inflight_inserts) blocks +
+/// librdkafka's 32 MiB queue + its fetches in flight, 1 MiB per partition) is
+/// far below the backlog (~200 MB of messages).
+#[tokio::test(flavor = "multi_thread")]
+async fn backlog_on_48_partitions_during_an_outage_stays_within_the_memory_bound() {
+    let own = OwnClickHouse::start_at("backlog-clickhouse", 18_124, 19_001, 19_010);
+    let mut cfg = test_config("ingest_backlog");
+    cfg.clickhouse.url = format!("http://127.0.0.1:{}", own.http_port);
+    cfg.kafka.partitions = 12; // × 4 input topics = 48 partitions
+    cfg.ingest.batch_max_bytes = 1 << 20;
+    cfg.ingest.retry_max_ms = 2_000;
+    migrate(&cfg).unwrap();
+    let i = &cfg.ingest;
+    let lane_blocks = 1 + i.max_pending_batches.max(1) + i.max_inflight_inserts;
+    // librdkafka: its queue (32 MiB) plus the fetch responses in flight, at
+    // most max.partition.fetch.bytes (1 MiB) per partition and fetch.max.bytes
+    // (50 MiB) per request.
+    let partitions = 4 * cfg.kafka.partitions as usize;
+    let fetch = (partitions << 20).min(50 << 20);
+    let bound_kib =
+        (i.consumers * (6 * lane_blocks * i.batch_max_bytes + (32 << 20) + fetch)) as u64 / 1024;
+    let mut ingest = Proc::start("ingest", RUN, &cfg).unwrap();
+    let ch = clickhouse(&cfg);
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 400_000, 25_000).await })
+    };
+    let start = Instant::now();
+    while count(&ch, &cfg, "ods_request", "").await == 0
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The process before the backlog: binaries, runtime, librdkafka's threads.
+    let base_kib = ingest.rss_kib();
+    own.stack("down");
+    let down_at = Instant::now();
+    let mut peak_kib = 0;
+    while down_at.elapsed() < Duration::from_secs(20) {
+        peak_kib = peak_kib.max(ingest.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    own.stack("up");
+    let m = gen.await.unwrap().unwrap();
+    while ingest.child.try_wait().unwrap().is_none() {
+        peak_kib = peak_kib.max(ingest.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            down_at.elapsed() < Duration::from_secs(600),
+            "ingest did not finish"
+        );
+    }
+    assert_eq!(ingest.wait(Duration::from_secs(1)).unwrap(), 0);
+    assert_exact(&cfg, &m).await;
+    // Slack beyond the stated bound: one fetch response in flight
+    // (librdkafka reads up to fetch.max.bytes before its queue limit applies)
+    // and allocator fragmentation.
+    let slack_kib = 64 * 1024;
+    eprintln!(
+        "48 partitions, backlog during a 20 s outage: base {} MiB, peak {} MiB, bound {} MiB + {} MiB slack",
+        base_kib / 1024,
+        peak_kib / 1024,
+        bound_kib / 1024,
+        slack_kib / 1024
+    );
+    assert!(
+        peak_kib <= base_kib + bound_kib + slack_kib,
+        "peak RSS {peak_kib} KiB > base {base_kib} + bound {bound_kib} + slack {slack_kib} KiB"
     );
 }
 
