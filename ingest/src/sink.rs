@@ -59,8 +59,6 @@ pub struct Sink {
 /// What writing a block took.
 #[derive(Debug)]
 pub struct Written {
-    pub rows: usize,
-    pub attempts: u32,
     /// When the first attempt was sent, and when the last was acknowledged.
     pub sent_at: Instant,
     pub acked_at: Instant,
@@ -166,13 +164,10 @@ impl Sink {
                 p.shared.release(block.id);
             }
         }
-        let rows = stored.iter().filter(|s| **s).count();
         if let Dest::Table(t) = block.dest {
             self.observe_freshness(block, t, &stored);
         }
         Ok(Written {
-            rows,
-            attempts: attempt + 1,
             sent_at: sent_at.unwrap_or(acked_at),
             acked_at,
         })
@@ -240,8 +235,11 @@ impl Sink {
         let body = if keep.len() == block.rows.len() {
             block.body(|_| true)
         } else {
-            let set: HashSet<usize> = keep.iter().copied().collect();
-            block.body(|r| set.contains(&r))
+            let mut mask = vec![false; block.rows.len()];
+            for &r in keep {
+                mask[r] = true;
+            }
+            block.body(|r| mask[r])
         };
         let mut ins = self
             .ch

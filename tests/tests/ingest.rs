@@ -176,6 +176,39 @@ impl Drop for OwnClickHouse {
     }
 }
 
+/// ClickHouse down for 20 s (ingest must keep running), up again, then waits
+/// for the generator and for ingest to drain and exit 0. Returns the manifest
+/// and ingest's peak RSS (KiB) from the outage to its exit.
+async fn outage_then_drain(
+    own: &OwnClickHouse,
+    ingest: &mut Proc,
+    gen: tokio::task::JoinHandle<anyhow::Result<loadgen::Manifest>>,
+) -> (loadgen::Manifest, u64) {
+    own.stack("down");
+    let down_at = Instant::now();
+    let mut peak_kib = 0;
+    while down_at.elapsed() < Duration::from_secs(20) {
+        peak_kib = peak_kib.max(ingest.rss_kib());
+        assert!(
+            ingest.child.try_wait().unwrap().is_none(),
+            "ingest must keep running while ClickHouse is down"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    own.stack("up");
+    let m = gen.await.unwrap().unwrap();
+    while ingest.child.try_wait().unwrap().is_none() {
+        peak_kib = peak_kib.max(ingest.rss_kib());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            down_at.elapsed() < Duration::from_secs(600),
+            "ingest did not finish"
+        );
+    }
+    assert_eq!(ingest.wait(Duration::from_secs(1)).unwrap(), 0);
+    (m, peak_kib)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
     let own = OwnClickHouse::start();
@@ -195,28 +228,7 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    own.stack("down");
-    let down_at = Instant::now();
-    let mut peak_rss_kib = 0;
-    while down_at.elapsed() < Duration::from_secs(20) {
-        peak_rss_kib = peak_rss_kib.max(ingest.rss_kib());
-        assert!(
-            ingest.child.try_wait().unwrap().is_none(),
-            "ingest must keep running while ClickHouse is down"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    own.stack("up");
-    let m = gen.await.unwrap().unwrap();
-    while ingest.child.try_wait().unwrap().is_none() {
-        peak_rss_kib = peak_rss_kib.max(ingest.rss_kib());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            down_at.elapsed() < Duration::from_secs(600),
-            "ingest did not finish"
-        );
-    }
-    assert_eq!(ingest.wait(Duration::from_secs(1)).unwrap(), 0);
+    let (m, peak_rss_kib) = outage_then_drain(&own, &mut ingest, gen).await;
     assert_exact(&cfg, &m).await;
     // The stated bound (ARCHITECTURE.md, invariant 4) for this configuration is
     // far below this; 256 MiB leaves room for the allocator and librdkafka.
@@ -265,24 +277,7 @@ async fn backlog_on_48_partitions_during_an_outage_stays_within_the_memory_bound
     }
     // The process before the backlog: binaries, runtime, librdkafka's threads.
     let base_kib = ingest.rss_kib();
-    own.stack("down");
-    let down_at = Instant::now();
-    let mut peak_kib = 0;
-    while down_at.elapsed() < Duration::from_secs(20) {
-        peak_kib = peak_kib.max(ingest.rss_kib());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    own.stack("up");
-    let m = gen.await.unwrap().unwrap();
-    while ingest.child.try_wait().unwrap().is_none() {
-        peak_kib = peak_kib.max(ingest.rss_kib());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            down_at.elapsed() < Duration::from_secs(600),
-            "ingest did not finish"
-        );
-    }
-    assert_eq!(ingest.wait(Duration::from_secs(1)).unwrap(), 0);
+    let (m, peak_kib) = outage_then_drain(&own, &mut ingest, gen).await;
     assert_exact(&cfg, &m).await;
     // Slack beyond the stated bound: one fetch response in flight
     // (librdkafka reads up to fetch.max.bytes before its queue limit applies)
