@@ -24,6 +24,23 @@ pub struct Config {
     pub joiner: JoinerConfig,
     pub loadgen: LoadgenConfig,
     pub log: LogConfig,
+    pub grafana: GrafanaConfig,
+}
+
+/// Where people open the dashboards (links printed by `adlog-trace --grafana`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrafanaConfig {
+    /// Grafana's base URL, e.g. `https://grafana.example.com`.
+    pub url: String,
+}
+
+impl Default for GrafanaConfig {
+    fn default() -> Self {
+        GrafanaConfig {
+            url: "http://127.0.0.1:3000".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

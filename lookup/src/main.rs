@@ -51,6 +51,11 @@ enum Command {
         /// Where to look (default: all of the retention).
         #[command(flatten)]
         range: RangeArgs,
+        /// Print only the link that opens the trace in Grafana's trace
+        /// dashboard (waterfall, log lines, call tree), under grafana.url of
+        /// the config (ADLOG_GRAFANA__URL).
+        #[arg(long, conflicts_with = "json")]
+        grafana: bool,
     },
 }
 
@@ -100,7 +105,7 @@ async fn run(cli: Cli, out: &mut String, err: &mut String) -> anyhow::Result<Out
     if cli.stats {
         lk = lk.with_stats();
     }
-    let outcome = lookup(&lk, cli.command, cli.json, out).await;
+    let outcome = lookup(&lk, cli.command, cli.json, &cfg.grafana.url, out).await;
     if cli.stats {
         match lk.stats(std::time::Duration::from_secs(15)).await {
             Ok(stats) => {
@@ -125,6 +130,7 @@ async fn lookup(
     lk: &Lookup,
     command: Command,
     json: bool,
+    grafana_url: &str,
     out: &mut String,
 ) -> anyhow::Result<Outcome> {
     let cli_json = json;
@@ -192,7 +198,11 @@ async fn lookup(
             }
             Ok(Outcome::Found)
         }
-        Command::Trace { trace_id, range } => {
+        Command::Trace {
+            trace_id,
+            range,
+            grafana,
+        } => {
             let range = range.range(None)?;
             let report = trace_report(lk, &trace_id, range.as_ref()).await?;
             let Some(report) = report else {
@@ -207,7 +217,9 @@ async fn lookup(
                     ),
                 }));
             };
-            if cli_json {
+            if grafana {
+                wln!(out, "{}", grafana_link(grafana_url, &report)?);
+            } else if cli_json {
                 wln!(out, "{}", serde_json::to_string_pretty(&report)?);
             } else {
                 wln!(
@@ -234,6 +246,43 @@ async fn lookup(
             Ok(Outcome::Found)
         }
     }
+}
+
+/// The trace dashboard (grafana/dashboards/trace.json, uid `adlog-trace`) at
+/// this trace: its user (the edge line's uid, else the first line's) and a time
+/// range of the trace's lines ± 1 minute, so that the panels' trace_index day
+/// filter covers it.
+fn grafana_link(base: &str, report: &adlog_trace::TraceReport) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    anyhow::ensure!(
+        base.starts_with("http://") || base.starts_with("https://"),
+        "grafana.url {base:?} is not an http(s) URL: set it in adlog.toml ([grafana] url) or ADLOG_GRAFANA__URL"
+    );
+    let lines = || report.lines.iter().map(|l| &l.line);
+    let uid = lines()
+        .find(|l| l.caller.is_empty())
+        .or_else(|| lines().next())
+        .map_or(0, |l| l.uid);
+    let first = lines().map(|l| l.ts_ms).min().unwrap_or(0);
+    let last = lines().map(|l| l.ts_ms).max().unwrap_or(first);
+    Ok(format!(
+        "{base}/d/adlog-trace?var-uid={uid}&var-trace_id={}&from={}&to={}",
+        url_encode(&report.trace_id),
+        first.saturating_sub(60_000),
+        last + 60_000
+    ))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -266,5 +315,16 @@ async fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encode_keeps_unreserved_only() {
+        assert_eq!(url_encode("4f2a-9c_01.~"), "4f2a-9c_01.~");
+        assert_eq!(url_encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
     }
 }

@@ -44,6 +44,9 @@ mod prom;
 
 use prom::{check_metric_names, known_metrics, metric_names, promtool};
 
+#[path = "../grafana/traces.rs"]
+mod traces;
+
 const CH_TYPE: &str = "grafana-clickhouse-datasource";
 const CH_UID: &str = "adlog-clickhouse";
 const PROM_TYPE: &str = "prometheus";
@@ -797,10 +800,13 @@ fn dashboards_are_well_formed() {
                         if t["editorType"] != "sql" || sql.is_empty() {
                             err(format!("{what} [{r}]: want editorType \"sql\" and a rawSql"));
                         }
-                        let want = if ty == "timeseries" {
-                            (Some("timeseries"), Some(0))
-                        } else {
-                            (Some("table"), Some(1))
+                        // The plugin's queryType and its backend's format (sqlds):
+                        // 0 time series, 1 table, 2 logs, 3 trace.
+                        let want = match ty {
+                            "timeseries" => (Some("timeseries"), Some(0)),
+                            "traces" => (Some("traces"), Some(3)),
+                            "logs" => (Some("logs"), Some(2)),
+                            _ => (Some("table"), Some(1)),
                         };
                         if (qt, fmt) != want {
                             err(format!("{what} [{r}]: queryType/format {qt:?}/{fmt:?}, want {want:?} for a {ty} panel"));
@@ -860,6 +866,11 @@ fn dashboards_are_well_formed() {
         "defaultDatabase: adlog".into(),
         "protocol: http".into(),
         "username: grafana".into(),
+        // The plugin's own trace and log views read sql/0010's tables.
+        "defaultTable: otel_traces".into(),
+        "defaultTable: otel_logs".into(),
+        "traceTimestampTableSuffix: _trace_id_ts".into(),
+        "durationUnit: nanoseconds".into(),
     ] {
         if !ds_yaml.contains(&needle) {
             errors.push(format!(
@@ -1069,6 +1080,8 @@ fn check_shape(q: &ChQuery, r: &QueryResult) -> Vec<String> {
                 }
             }
         }
+        ("traces", _) => e.extend(traces::exact_columns(r, traces::WATERFALL_18_16)),
+        ("logs", _) => e.extend(traces::exact_columns(r, traces::LOGS_18_16)),
         ("variable", _) => {
             if r.meta.is_empty() {
                 e.push("a variable query wants at least one column".into());
@@ -1170,6 +1183,91 @@ fn check_tree(r: &QueryResult) -> Vec<String> {
         e.push("the trace has no nested calls".into());
     }
     e
+}
+
+/// The waterfall and logs panels on both engines, and the plugin's own queries
+/// on chDB: exact frames, a waterfall where every span has its parent, and the
+/// plugin's trace and log lines equal to the panels' (same spans, parents,
+/// start, duration and status; same lines in the same order).
+fn check_trace_views(
+    runs: &[Run],
+    chdb: &[QueryResult],
+    plugin: &[(&str, &[(&str, &str)])],
+    plugin_results: &[QueryResult],
+    trace: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let find = |ty: &str| {
+        runs.iter()
+            .position(|r| r.query.panel_type == ty && r.scenario == "all")
+    };
+    let (Some(wf), Some(lg)) = (find("traces"), find("logs")) else {
+        return vec!["the trace dashboard has no traces and logs panels".into()];
+    };
+    for (engine, r) in [("18.16", &runs[wf].server), ("chDB", &chdb[wf])] {
+        for e in traces::check_waterfall(r, trace) {
+            out.push(format!("waterfall on {engine}: {e}"));
+        }
+    }
+    for ((name, want), r) in plugin.iter().zip(plugin_results) {
+        if let Some(err) = &r.error {
+            out.push(format!("{name} on chDB: {err}"));
+            continue;
+        }
+        if r.rows == 0 {
+            out.push(format!("{name} on chDB returned no rows"));
+        }
+        for e in traces::exact_columns(r, want) {
+            out.push(format!("{name} on chDB: {e}"));
+        }
+    }
+    let (search, view_trace, view_logs) =
+        (&plugin_results[0], &plugin_results[1], &plugin_results[2]);
+    if !column(search, "traceID").iter().any(|t| t == trace) {
+        out.push(format!("plugin trace search does not list trace {trace}"));
+    }
+    for e in traces::check_waterfall(view_trace, trace) {
+        out.push(format!("plugin View trace on chDB: {e}"));
+    }
+    let (ours, theirs) = (traces::spans(&runs[wf].server), traces::spans(view_trace));
+    if ours != theirs {
+        out.push(format!(
+            "plugin View trace (chDB) differs from the waterfall panel (18.16):\n  panel  {ours:?}\n  plugin {theirs:?}"
+        ));
+    }
+    // Lines of one millisecond may come in either order from the plugin's
+    // ORDER BY timestamp: compared as sorted lists.
+    let lines = |r: &QueryResult| {
+        let mut v: Vec<(String, String)> = column(r, "body")
+            .into_iter()
+            .zip(column(r, "level"))
+            .collect();
+        v.sort();
+        v
+    };
+    if lines(&runs[lg].server) != lines(view_logs) || lines(view_logs).is_empty() {
+        out.push(format!(
+            "plugin View logs (chDB) differs from the logs panel (18.16):\n  panel  {:?}\n  plugin {:?}",
+            lines(&runs[lg].server),
+            lines(view_logs)
+        ));
+    }
+    if std::env::var_os("ADLOG_SHOW_FRAMES").is_some() {
+        for (name, r) in [
+            ("waterfall panel, 18.16", &runs[wf].server),
+            ("waterfall panel, chDB", &chdb[wf]),
+            ("logs panel, 18.16", &runs[lg].server),
+            ("plugin trace search, chDB", search),
+            ("plugin View trace, chDB", view_trace),
+            ("plugin View logs, chDB", view_logs),
+        ] {
+            println!("\n== {name}: {} rows\n{:?}", r.rows, r.meta);
+            for row in r.data.iter().take(3) {
+                println!("{}", Value::Array(row.clone()));
+            }
+        }
+    }
+    out
 }
 
 // ------------------------------------------------------------- pipeline ---
@@ -1435,6 +1533,17 @@ async fn every_clickhouse_panel_runs_on_18_16_and_chdb() {
 
 async fn scenario(cfg: &common::Config, ch: &::clickhouse::Client) -> Result<()> {
     let db = cfg.clickhouse.database.clone();
+    // sql/0010 (otel_*) is gated on 23.3: ClickHouse 18.16 gets none of it.
+    let otel: Vec<String> = ch
+        .query(&format!(
+            "SELECT name FROM system.tables WHERE database = '{db}' AND name LIKE 'otel%'"
+        ))
+        .fetch_all()
+        .await?;
+    ensure!(
+        otel.is_empty(),
+        "ClickHouse 18.16 got OpenTelemetry tables: {otel:?}"
+    );
     load_traffic(cfg, ch).await;
     let chq = ch.clone().with_database(&db);
 
@@ -1565,16 +1674,49 @@ async fn scenario(cfg: &common::Config, ch: &::clickhouse::Client) -> Result<()>
         );
     }
 
-    let (chdb_version, chdb) = run_chdb(
-        ch,
-        &db,
-        &runs
+    // The plugin's own trace search, "View trace" and "View logs" for the same
+    // trace, on chDB only (sql/0010's tables need ClickHouse >= 23.3).
+    // The search's range: the second the trace started in (its root span is
+    // then among the newest 1000 of the range).
+    let trace_start_s = runs
+        .iter()
+        .find(|r| r.query.panel_type == "traces")
+        .and_then(|r| {
+            column(&r.server, "startTime")
+                .iter()
+                .filter_map(|t| t.trim_matches('"').parse::<i64>().ok())
+                .min()
+        })
+        .map_or(from_ms / 1000, |ms| ms / 1000);
+    let plugin = [
+        (
+            "plugin trace search",
+            traces::plugin_search_query(&db, trace_start_s, trace_start_s + 1),
+            traces::PLUGIN_SEARCH,
+        ),
+        (
+            "plugin View trace",
+            traces::plugin_trace_id_query(&db, &trace),
+            traces::PLUGIN_TRACE_ID,
+        ),
+        (
+            "plugin View logs",
+            traces::plugin_logs_query(&db, &trace),
+            traces::PLUGIN_LOGS,
+        ),
+    ];
+    let mut chdb_queries: Vec<(String, String)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i.to_string(), r.sql.clone()))
+        .collect();
+    chdb_queries.extend(
+        plugin
             .iter()
-            .enumerate()
-            .map(|(i, r)| (i.to_string(), r.sql.clone()))
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+            .map(|(id, sql, _)| (id.to_string(), sql.clone())),
+    );
+    let (chdb_version, mut chdb) = run_chdb(ch, &db, &chdb_queries).await?;
+    let plugin_results = chdb.split_off(runs.len());
 
     let mut failures = Vec::new();
     println!(
@@ -1636,6 +1778,16 @@ async fn scenario(cfg: &common::Config, ch: &::clickhouse::Client) -> Result<()>
             ));
         }
     }
+    failures.extend(check_trace_views(
+        &runs,
+        &chdb,
+        &plugin
+            .iter()
+            .map(|(id, _, want)| (*id, *want))
+            .collect::<Vec<_>>(),
+        &plugin_results,
+        &trace,
+    ));
     // Node graphs: every edge end is a node id, on both engines.
     for (i, r) in runs.iter().enumerate() {
         if r.query.panel_type != "nodeGraph" || r.query.ref_id != "edges" {

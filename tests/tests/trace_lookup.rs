@@ -185,6 +185,33 @@ async fn trace_lookup_returns_exactly_the_generated_lines() {
         "{out}"
     );
 
+    // --grafana: the trace dashboard's link at the trace's user and time range
+    // (± 1 minute), under grafana.url.
+    let out = Command::new(bin("adlog-trace"))
+        .args(["trace", big, "--grafana"])
+        .envs(env_of(&cfg))
+        .env("ADLOG_GRAFANA__URL", "https://grafana.example.com/")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let edge = big_lines.iter().find(|s| s.caller.is_empty()).unwrap();
+    let first = big_lines.iter().map(|s| s.ts_ms).min().unwrap();
+    let last = big_lines.iter().map(|s| s.ts_ms).max().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "https://grafana.example.com/d/adlog-trace?var-uid={}&var-trace_id={big}&from={}&to={}\n",
+            edge.uid,
+            first - 60_000,
+            last + 60_000
+        )
+    );
+
     // Nothing found: exit 1 and a message that says where it looked.
     let unused = (1..)
         .find(|u| !traces_of_uid.contains_key(u))

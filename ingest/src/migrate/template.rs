@@ -19,6 +19,7 @@
 //! | `/*@since 20.3: fragment */` | the fragment (rendered, trimmed) if the server is ≥ 20.3 |
 //! | `/*@before 20.3: fragment */` | the fragment if the server is < 20.3 |
 //! | `/*@cluster: fragment */`, `/*@single: fragment */` | the fragment only with / without a cluster |
+//! | `/*@since 22.3 cluster: fragment */` | several conditions: the fragment only if all hold |
 //! | `-- …`, `/* … */` | removed |
 //!
 //! A statement that renders to nothing (only comments, or a gate that is off) is
@@ -423,6 +424,9 @@ fn render_into(
                             let skipped = body.len() - fragment.len()
                                 + (fragment.len() - fragment.trim_start().len());
                             let frag_line = line + body[..skipped].matches('\n').count();
+                            // A whole gated `CREATE TABLE {db}.<name>` names its own table.
+                            let gated_table = created_table(trimmed);
+                            let table = table.or(gated_table.as_deref());
                             render_into(out, trimmed, frag_line, target, table, false)?;
                         }
                     }
@@ -465,31 +469,37 @@ fn render_into(
 }
 
 /// `since 20.3: frag`, `before 20.3: frag`, `cluster: frag`, `single: frag` →
-/// `Some(frag)` if the gate is open for `target`.
+/// `Some(frag)` if the gate is open for `target`. Conditions combine (all must
+/// hold): `since 22.3 cluster: frag` is open on a cluster of servers ≥ 22.3,
+/// since gates do not nest.
 fn gate_fragment<'a>(gate: &'a str, target: &Target) -> Result<Option<&'a str>, String> {
     let (header, fragment) = gate
         .split_once(':')
         .ok_or_else(|| format!("gate /*@{} */ lacks ':' after its condition", gate.trim()))?;
-    let mut words = header.split_whitespace();
-    let kind = words.next().unwrap_or("");
-    let arg = words.next();
-    if words.next().is_some() {
-        return Err(format!("bad gate condition {:?}", header.trim()));
-    }
-    let open = match (kind, arg) {
-        ("since", Some(v)) | ("before", Some(v)) => {
-            let v: ServerVersion = v.parse()?;
-            (target.version >= v) == (kind == "since")
-        }
-        ("cluster", None) => target.is_cluster(),
-        ("single", None) => !target.is_cluster(),
-        _ => {
-            return Err(format!(
-                "unknown gate /*@{}: …*/ (use since X.Y, before X.Y, cluster or single)",
-                header.trim()
-            ))
-        }
+    let bad = || {
+        format!(
+            "unknown gate /*@{}: …*/ (use since X.Y, before X.Y, cluster or single, or several of them)",
+            header.trim()
+        )
     };
+    let mut words = header.split_whitespace();
+    let mut open = true;
+    let mut any = false;
+    while let Some(kind) = words.next() {
+        any = true;
+        open &= match kind {
+            "since" | "before" => {
+                let v: ServerVersion = words.next().ok_or_else(bad)?.parse()?;
+                (target.version >= v) == (kind == "since")
+            }
+            "cluster" => target.is_cluster(),
+            "single" => !target.is_cluster(),
+            _ => return Err(bad()),
+        };
+    }
+    if !any {
+        return Err(bad());
+    }
     Ok(open.then_some(fragment))
 }
 
@@ -719,6 +729,35 @@ mod tests {
                 "SELECT '{x}', {y}, 'adlog_local', 'adlog'"
             ]
         );
+    }
+
+    #[test]
+    fn combined_gates_and_gated_create_table() {
+        let src = "/*@since 22.3: CREATE TABLE IF NOT EXISTS {db}.o{on_cluster} (a UInt8) ENGINE = {engine:MergeTree} ORDER BY a */;\n\
+                   /*@since 22.3 cluster: CREATE TABLE IF NOT EXISTS {dist_db}.o{on_cluster} AS {db}.o ENGINE = Distributed({cluster}, {db}, o) */;\n";
+        assert!(render_all(src, &target("18.16", "")).is_empty());
+        assert!(render_all(src, &target("18.16", "c1")).is_empty());
+        assert_eq!(
+            render_all(src, &target("26.9", "")),
+            vec!["CREATE TABLE IF NOT EXISTS adlog.o (a UInt8) ENGINE = MergeTree() ORDER BY a"]
+        );
+        assert_eq!(
+            render_all(src, &target("26.9", "c1")),
+            vec![
+                "CREATE TABLE IF NOT EXISTS adlog_local.o ON CLUSTER c1 (a UInt8) ENGINE = \
+                 ReplicatedMergeTree('/clickhouse/tables/{shard}/adlog_local/o', '{replica}') ORDER BY a",
+                "CREATE TABLE IF NOT EXISTS adlog.o ON CLUSTER c1 AS adlog_local.o ENGINE = Distributed(c1, adlog_local, o)"
+            ]
+        );
+        let t = target("26.9", "");
+        for bad in [
+            "/*@since: x */",
+            "/*@ : x */",
+            "/*@since 22.3 sometimes: x */",
+        ] {
+            let s = split_statements(bad).unwrap();
+            assert!(render(&s[0], &t).is_err(), "{bad}");
+        }
     }
 
     #[test]
