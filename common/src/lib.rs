@@ -6,5 +6,6 @@ pub mod config;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod probe;
 
 pub use config::Config;

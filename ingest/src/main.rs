@@ -2,6 +2,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod check_config;
+
 /// Kafka → ClickHouse ingest worker of the ad-log pipeline.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -17,8 +19,10 @@ struct Cli {
 enum Command {
     /// Consume the input topics and load them into ClickHouse (the worker).
     Run(ingest::run::RunArgs),
-    /// Check the configuration (file + ADLOG_* env) and print the effective values.
-    CheckConfig,
+    /// Check the configuration (file + ADLOG_* env), print the effective values,
+    /// then reach every service it names (Kafka topics, ClickHouse, the metrics
+    /// port); exits 1 if any is wrong. `--offline`: the configuration only.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Create or upgrade the ClickHouse schema (the sql/ migrations).
     Migrate(ingest::migrate::MigrateArgs),
     /// Drop day partitions older than the retention (for servers without TTL,
@@ -36,7 +40,7 @@ async fn main() -> std::process::ExitCode {
             Command::Migrate(args) => ingest::migrate::command(&cfg, args).await,
             Command::Run(args) => ingest::run::command(&cfg, args).await,
             Command::Retention(args) => ingest::retention::command(&cfg, args).await,
-            Command::CheckConfig => common::config::print_checked(&cfg),
+            Command::CheckConfig(args) => check_config::command(&cfg, args).await,
         }
     }
     .await;

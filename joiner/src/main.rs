@@ -2,6 +2,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod check_config;
+
 /// Exposure × interaction joiner of the ad-log pipeline (Kafka → Redis → Kafka).
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -27,6 +29,14 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         stop_after_idle: Option<u64>,
     },
+    /// Check the configuration (file + ADLOG_* env), print the effective
+    /// values, then reach every service it names (Kafka topics, Redis, the
+    /// metrics port); exits 1 if any is wrong.
+    CheckConfig {
+        /// Only check the configuration itself; reach no service.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -35,6 +45,7 @@ fn main() -> std::process::ExitCode {
         let cfg = common::Config::load(cli.config.as_deref())?;
         common::logging::init(&cfg.log);
         match cli.command {
+            Command::CheckConfig { offline } => check_config::command(&cfg, offline),
             Command::Run {
                 naive,
                 stop_after_idle,

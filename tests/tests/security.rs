@@ -181,7 +181,7 @@ async fn clickhouse_password_from_env_and_file_never_logged() {
         // check-config shows the password redacted.
         let (code, out) = run(
             "ingest",
-            &["check-config"],
+            &["check-config", "--offline"],
             &from_env,
             Duration::from_secs(30),
         );
@@ -229,7 +229,7 @@ async fn redis_password_never_logged() {
     tokio::task::block_in_place(|| {
         let (code, out) = run(
             "ingest",
-            &["check-config"],
+            &["check-config", "--offline"],
             &full_env(&cfg),
             Duration::from_secs(30),
         );
@@ -390,7 +390,7 @@ fn kafka_security_settings_pass_through_and_sasl_password_never_logged() {
         hs.push(s.spawn(move || {
             let (code, out) = run(
                 "ingest",
-                &["--config", &sasl2, "check-config"],
+                &["--config", &sasl2, "check-config", "--offline"],
                 &env,
                 Duration::from_secs(30),
             );
@@ -411,7 +411,7 @@ fn metrics_bind_to_localhost_unless_configured() {
     assert_eq!(d.joiner.metrics_listen, "127.0.0.1:9102");
     // The effective defaults, as the binary sees them (no overrides).
     let mut c = Command::new(bin("ingest"));
-    c.arg("check-config");
+    c.args(["check-config", "--offline"]);
     for (k, _) in std::env::vars() {
         if k.starts_with("ADLOG_") {
             c.env_remove(k);
