@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod check_config;
+mod dead_letters;
 
 /// Kafka → ClickHouse ingest worker of the ad-log pipeline.
 #[derive(Debug, Parser)]
@@ -28,6 +29,10 @@ enum Command {
     /// Drop day partitions older than the retention (for servers without TTL,
     /// i.e. before ClickHouse 20.3); run it daily.
     Retention(ingest::retention::RetentionArgs),
+    /// List dead letters (by reason, topic, time), or replay them through the
+    /// current parser into their tables, exactly once.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLetters),
 }
 
 #[tokio::main]
@@ -41,6 +46,7 @@ async fn main() -> std::process::ExitCode {
             Command::Run(args) => ingest::run::command(&cfg, args).await,
             Command::Retention(args) => ingest::retention::command(&cfg, args).await,
             Command::CheckConfig(args) => check_config::command(&cfg, args).await,
+            Command::DeadLetters(cmd) => dead_letters::command(&cfg, cmd).await,
         }
     }
     .await;
