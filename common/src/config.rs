@@ -274,6 +274,11 @@ pub struct JoinerConfig {
     /// Interactions parked per mark_id while its exposure is unknown; more are
     /// counted (`adlog_joiner_park_overflow_total`) and dropped.
     pub max_parked_per_mark: usize,
+    /// Hash buckets per time slice of join state (hash tag of the keys). Size
+    /// so that a slice (one window of event time) holds at most ~100
+    /// exposures per bucket: Redis then keeps each bucket as a compact
+    /// listpack (`hash-max-listpack-entries`, 128 by default).
+    pub state_buckets: u32,
     /// A batch (one Redis round trip, then one produce flush, then one commit)
     /// closes at batch_max messages or batch_max_wait_ms after its first one.
     pub batch_max: usize,
@@ -314,6 +319,7 @@ impl Default for JoinerConfig {
             window_s: 3_600,
             state_ttl_slack_s: 600,
             max_parked_per_mark: 64,
+            state_buckets: 2_048,
             batch_max: 5_000,
             batch_max_wait_ms: 100,
             key_prefix: String::new(),

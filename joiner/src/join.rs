@@ -17,6 +17,7 @@ use tracing::warn;
 
 use crate::metrics::Metrics;
 use crate::output::OutRecord;
+use crate::slices::{Layout, SliceJoin};
 use crate::state::{self, due_shard, Encoding, Keys, Scripts, Side, DUE_BUCKET_MS};
 use crate::store::{bulk, Commands};
 
@@ -36,9 +37,28 @@ impl Event {
     }
 }
 
+/// Which Redis protocol the joiner speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Plain pipelined hash commands on bucketed, time-sliced hashes
+    /// ([`crate::slices`]), `joiner run --slices`. Not yet the default: it has
+    /// not been through the integration tests and the benchmark (issue 12).
+    Slices,
+    /// One Lua script call per event, a key per exposure and per park list,
+    /// due lists for the sweeper, all in one pipeline per batch: the default,
+    /// and the baseline the slices protocol is to be measured against.
+    #[default]
+    Lua,
+    /// The Lua scripts one round trip per command, JSON state (the first baseline).
+    Naive,
+}
+
 /// The join's parameters.
 #[derive(Debug, Clone)]
 pub struct JoinParams {
+    pub protocol: Protocol,
+    /// The default protocol's layout (used when `protocol` is `Slices`).
+    pub slices: SliceJoin,
     pub keys: Keys,
     pub scripts: Scripts,
     pub window_ms: i64,
@@ -53,15 +73,25 @@ pub struct JoinParams {
 }
 
 impl JoinParams {
-    pub fn from_config(cfg: &common::Config, naive: bool) -> anyhow::Result<JoinParams> {
+    pub fn from_config(cfg: &common::Config, protocol: Protocol) -> anyhow::Result<JoinParams> {
         let j = &cfg.joiner;
+        let naive = protocol == Protocol::Naive;
         anyhow::ensure!(j.window_s > 0, "joiner.window_s must be positive");
         anyhow::ensure!(
-            j.max_parked_per_mark > 0,
-            "joiner.max_parked_per_mark must be positive"
+            (1..=256).contains(&j.max_parked_per_mark),
+            "joiner.max_parked_per_mark must be within 1..=256"
         );
+        anyhow::ensure!(j.state_buckets > 0, "joiner.state_buckets must be positive");
+        let keys = Keys::new(&j.key_prefix)?;
+        let window_ms = j.window_s as i64 * 1000;
         Ok(JoinParams {
-            keys: Keys::new(&j.key_prefix)?,
+            protocol,
+            slices: SliceJoin {
+                layout: Layout::new(&keys, j.state_buckets, window_ms),
+                window_ms,
+                max_parked: j.max_parked_per_mark,
+            },
+            keys,
             scripts: Scripts::new(),
             window_ms: j.window_s as i64 * 1000,
             ttl_ms: (j.window_s + j.state_ttl_slack_s) as i64 * 1000,
@@ -169,23 +199,9 @@ impl JoinParams {
         replies: &[Value],
         metrics: &Metrics,
     ) -> Vec<OutRecord> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
+        let mut out = Emitter::new(&self.joined_topic);
         let stride = if self.naive { 2 } else { 1 };
-        let mut emit = |j: Joined<'_>, side: Side, out: &mut Vec<OutRecord>| {
-            if !seen.insert(j.joined_id) {
-                metrics.batch_duplicates.inc();
-                return;
-            }
-            metrics.joined.with_label_values(&[side.as_str()]).inc();
-            let mut payload = String::with_capacity(400);
-            j.write_json(&mut payload);
-            out.push(OutRecord {
-                topic: self.joined_topic.clone(),
-                key: j.mark_id.to_string(),
-                payload,
-            });
-        };
+        let emit = |j: Joined<'_>, side: Side, out: &mut Emitter| out.emit(j, side, metrics);
         for (n, ev) in events.iter().enumerate() {
             let Some(reply) = replies.get(n * stride) else {
                 break;
@@ -248,7 +264,45 @@ impl JoinParams {
                 },
             }
         }
-        out
+        out.into_records()
+    }
+}
+
+/// Joined events of one batch, deduplicated by joined_id (both sides of a
+/// race may see each other: the second copy is dropped here).
+pub struct Emitter {
+    topic: String,
+    seen: HashSet<u64>,
+    out: Vec<OutRecord>,
+}
+
+impl Emitter {
+    pub fn new(topic: &str) -> Emitter {
+        Emitter {
+            topic: topic.to_owned(),
+            seen: HashSet::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// Adds `j` unless its joined_id is already there; counts it by `side`.
+    pub fn emit(&mut self, j: Joined<'_>, side: Side, metrics: &Metrics) {
+        if !self.seen.insert(j.joined_id) {
+            metrics.batch_duplicates.inc();
+            return;
+        }
+        metrics.joined.with_label_values(&[side.as_str()]).inc();
+        let mut payload = String::with_capacity(400);
+        j.write_json(&mut payload);
+        self.out.push(OutRecord {
+            topic: self.topic.clone(),
+            key: j.mark_id.to_string(),
+            payload,
+        });
+    }
+
+    pub fn into_records(self) -> Vec<OutRecord> {
+        self.out
     }
 }
 
@@ -257,7 +311,12 @@ mod tests {
     use super::*;
 
     fn params(naive: bool) -> JoinParams {
-        JoinParams::from_config(&common::Config::default(), naive).unwrap()
+        let protocol = if naive {
+            Protocol::Naive
+        } else {
+            Protocol::Lua
+        };
+        JoinParams::from_config(&common::Config::default(), protocol).unwrap()
     }
 
     fn ev_x(m: &str, ts: i64) -> Event {

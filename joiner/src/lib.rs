@@ -11,6 +11,8 @@
 pub mod join;
 pub mod metrics;
 pub mod output;
+pub mod slice_sweeper;
+pub mod slices;
 pub mod state;
 pub mod store;
 pub mod sweeper;
@@ -36,8 +38,8 @@ pub const STARTUP_REDIS_WAIT: Duration = Duration::from_secs(30);
 /// How to run.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// The baseline: one Redis round trip per command, the record's JSON as state.
-    pub naive: bool,
+    /// The Redis protocol (the default, or a benchmark baseline).
+    pub protocol: join::Protocol,
     /// Install SIGTERM/SIGINT handlers that trigger the graceful shutdown.
     pub handle_signals: bool,
     /// Stop gracefully once no message arrived for this long (demos, tests).
@@ -82,7 +84,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
         .build()
         .context("building the tokio runtime")?;
     let metrics = Metrics::new();
-    let join = Arc::new(JoinParams::from_config(&cfg, opts.naive)?);
+    let join = Arc::new(JoinParams::from_config(&cfg, opts.protocol)?);
 
     if opts.handle_signals {
         let s = shutdown.clone();
@@ -143,26 +145,46 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
         window_s = cfg.joiner.window_s,
         cluster = cfg.redis.cluster,
         redis = %store::redacted(&cfg.redis.url),
-        naive = opts.naive,
+        protocol = ?opts.protocol,
         "joiner started"
     );
 
-    let sweeper = sweeper::Sweeper {
-        store: store.clone(),
-        output: output.clone(),
-        metrics: metrics.clone(),
-        keys: join.keys.clone(),
-        window_ms: join.window_ms,
-        slack_ms: cfg.joiner.state_ttl_slack_s as i64 * 1000,
-        interval: Duration::from_millis(cfg.joiner.sweep_interval_ms.max(100)),
-        batch: cfg.joiner.sweep_batch.max(1),
-        emit_topic: cfg
-            .joiner
-            .emit_unmatched
-            .then(|| cfg.topics.unmatched.clone()),
-        token: format!("{}-{}", std::process::id(), worker::now_ms()),
+    let emit_topic = cfg
+        .joiner
+        .emit_unmatched
+        .then(|| cfg.topics.unmatched.clone());
+    let token = format!("{}-{}", std::process::id(), worker::now_ms());
+    let interval = Duration::from_millis(cfg.joiner.sweep_interval_ms.max(100));
+    let slack_ms = cfg.joiner.state_ttl_slack_s as i64 * 1000;
+    let sweep_task = if opts.protocol == join::Protocol::Slices {
+        let sweeper = slice_sweeper::SliceSweeper {
+            store: store.clone(),
+            output: output.clone(),
+            metrics: metrics.clone(),
+            layout: join.slices.layout.clone(),
+            window_ms: join.window_ms,
+            final_after_ms: join.window_ms + slack_ms,
+            interval,
+            batch: cfg.joiner.sweep_batch.max(1),
+            emit_topic,
+            token,
+        };
+        rt.spawn(sweeper.run(shutdown.flag.clone()))
+    } else {
+        let sweeper = sweeper::Sweeper {
+            store: store.clone(),
+            output: output.clone(),
+            metrics: metrics.clone(),
+            keys: join.keys.clone(),
+            window_ms: join.window_ms,
+            slack_ms,
+            interval,
+            batch: cfg.joiner.sweep_batch.max(1),
+            emit_topic,
+            token,
+        };
+        rt.spawn(sweeper.run(shutdown.flag.clone()))
     };
-    let sweep_task = rt.spawn(sweeper.run(shutdown.flag.clone()));
     if let Some(idle) = opts.stop_after_idle {
         let (s, m) = (shutdown.clone(), metrics.clone());
         rt.spawn(async move {

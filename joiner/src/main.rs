@@ -20,8 +20,12 @@ enum Command {
     /// Consume the exposure and interaction topics and produce joined events
     /// until SIGTERM/SIGINT (the batch in flight is finished and committed).
     Run {
-        /// Baseline for benchmarks: one Redis round trip per command, no
-        /// pipelining, the record's JSON line as state.
+        /// The plain-command protocol on bucketed, time-sliced hashes
+        /// (`joiner::slices`; experimental, issue 12).
+        #[arg(long, conflicts_with = "naive")]
+        slices: bool,
+        /// Baseline for benchmarks: the Lua scripts with one Redis round trip
+        /// per command, no pipelining, the record's JSON line as state.
         #[arg(long)]
         naive: bool,
         /// Exit (gracefully, after committing) once no message arrived for this
@@ -47,12 +51,19 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::CheckConfig { offline } => check_config::command(&cfg, offline),
             Command::Run {
+                slices,
                 naive,
                 stop_after_idle,
             } => joiner::run(
                 cfg,
                 joiner::Options {
-                    naive,
+                    protocol: if naive {
+                        joiner::join::Protocol::Naive
+                    } else if slices {
+                        joiner::join::Protocol::Slices
+                    } else {
+                        joiner::join::Protocol::Lua
+                    },
                     handle_signals: true,
                     stop_after_idle: stop_after_idle.map(std::time::Duration::from_secs),
                 },

@@ -94,6 +94,10 @@ impl Keys {
         })
     }
 
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn exposure(&self, mark_id: &str) -> String {
         format!("{}jx:{{{mark_id}}}", self.prefix)
     }
@@ -140,14 +144,19 @@ impl Side {
     }
 }
 
-/// The due-schedule shard of a mark_id: FNV-1a 32 mod [`DUE_SHARDS`].
-pub fn due_shard(mark_id: &str) -> u32 {
+/// FNV-1a 32 of a mark_id: spreads mark_ids over due shards and state buckets.
+pub fn fnv1a(mark_id: &str) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for &b in mark_id.as_bytes() {
         h ^= u32::from(b);
         h = h.wrapping_mul(0x0100_0193);
     }
-    h % DUE_SHARDS
+    h
+}
+
+/// The due-schedule shard of a mark_id: FNV-1a 32 mod [`DUE_SHARDS`].
+pub fn due_shard(mark_id: &str) -> u32 {
+    fnv1a(mark_id) % DUE_SHARDS
 }
 
 /// Why a stored value could not be decoded.
@@ -457,13 +466,7 @@ pub fn decode_interaction(mark_id: &str, b: &[u8]) -> Result<Interaction<'static
 // -------------------------------------------------------------- scripts ---
 
 /// Shared Lua helpers: `ts(s, i)` reads the 6-byte big-endian time at `i`.
-const LUA_TS: &str = r#"
-local function ts(s, i)
-  if not s or #s < i + 5 then return nil end
-  local a, b, c, d, e, f = string.byte(s, i, i + 5)
-  return ((((a * 256 + b) * 256 + c) * 256 + d) * 256 + e) * 256 + f
-end
-"#;
+const LUA_TS: &str = include_str!("lua/ts.lua");
 
 /// EXPOSURE: KEYS = [jx:{m}, jp:{m}], ARGV = [state, ttl_ms, window_ms].
 /// Stores the state and returns every parked interaction. The flag of a state
@@ -471,87 +474,31 @@ end
 /// it becomes "joined" when a parked interaction is within the window.
 /// Parked interactions are not deleted: a replay after a crash must find them
 /// again; they expire by TTL.
-pub const EXPOSURE_LUA: &str = r#"
-local state = ARGV[1]
-local window = tonumber(ARGV[3])
-local parked = redis.call('LRANGE', KEYS[2], 0, -1)
-local flag = 48
-local old = redis.call('GET', KEYS[1])
-if old then flag = string.byte(old, 1) end
-if flag ~= 49 then
-  local ets = ts(state, 2)
-  for _, p in ipairs(parked) do
-    local its = ts(p, 1)
-    if ets and its and its - ets >= 0 and its - ets <= window then flag = 49 break end
-  end
-end
-redis.call('SET', KEYS[1], string.char(flag) .. string.sub(state, 2), 'PX', ARGV[2])
-return parked
-"#;
+pub const EXPOSURE_LUA: &str = include_str!("lua/exposure.lua");
 
 /// INTERACTION: KEYS = [jx:{m}, jp:{m}], ARGV = [interaction, ttl_ms, window_ms, max_parked].
 /// Returns the exposure state when it exists (setting its joined flag when the
 /// interaction is within the window); otherwise parks the interaction and
 /// returns 0 (parked), 1 (already parked: a replay) or 2 (park list full).
-pub const INTERACTION_LUA: &str = r#"
-local st = redis.call('GET', KEYS[1])
-if st then
-  if string.byte(st, 1) ~= 49 then
-    local ets = ts(st, 2)
-    local its = ts(ARGV[1], 1)
-    local window = tonumber(ARGV[3])
-    if ets and its and its - ets >= 0 and its - ets <= window then
-      redis.call('SETRANGE', KEYS[1], 0, '1')
-    end
-  end
-  return st
-end
-if redis.call('LPOS', KEYS[2], ARGV[1]) then return 1 end
-if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 0
-"#;
+pub const INTERACTION_LUA: &str = include_str!("lua/interaction.lua");
 
 /// SWEEP_EXPOSURE: KEYS = [jx:{m}]. An open state is marked counted and
 /// returned (an unmatched exposure); otherwise 0 (no state any more: expired
 /// before the check) or 1 (joined, or counted already).
-pub const SWEEP_EXPOSURE_LUA: &str = r#"
-local st = redis.call('GET', KEYS[1])
-if not st then return 0 end
-if string.byte(st, 1) == 48 then
-  redis.call('SETRANGE', KEYS[1], 0, '2')
-  return st
-end
-return 1
-"#;
+pub const SWEEP_EXPOSURE_LUA: &str = include_str!("lua/sweep_exposure.lua");
 
 /// SWEEP_PARKED: KEYS = [jx:{m}, jp:{m}], ARGV = [slack_ms]. When the park
 /// list is final (no push for a window: its TTL is down to the slack), returns
 /// {1, exposure state or '', entries parked since the last counted marker...}
 /// and appends a marker (an empty entry). Otherwise {0} (no list, nothing
 /// new) or {2} (pushed to since: a later due entry will check it).
-pub const SWEEP_PARKED_LUA: &str = r#"
-local pttl = redis.call('PTTL', KEYS[2])
-if pttl == -2 then return {0} end
-if pttl > tonumber(ARGV[1]) then return {2} end
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
-local first = 1
-for i = #items, 1, -1 do
-  if items[i] == '' then first = i + 1 break end
-end
-if first > #items then return {0} end
-redis.call('RPUSH', KEYS[2], '')
-local out = {1, redis.call('GET', KEYS[1]) or ''}
-for i = first, #items do out[#out + 1] = items[i] end
-return out
-"#;
+pub const SWEEP_PARKED_LUA: &str = include_str!("lua/sweep_parked.lua");
 
 /// UNLOCK: KEYS = [lock], ARGV = [token]: deletes the lock if we still hold it.
-pub const UNLOCK_LUA: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
+pub const UNLOCK_LUA: &str = include_str!("lua/unlock.lua");
+
+/// RENEW: KEYS = [lock], ARGV = [token, ms]: extends the lock if we still hold it.
+pub const RENEW_LUA: &str = include_str!("lua/renew.lua");
 
 /// One Lua script: its full source and SHA1 (for `EVALSHA`).
 #[derive(Debug, Clone)]
@@ -575,6 +522,7 @@ pub struct Scripts {
     pub sweep_exposure: Script,
     pub sweep_parked: Script,
     pub unlock: Script,
+    pub renew: Script,
 }
 
 impl Scripts {
@@ -585,16 +533,18 @@ impl Scripts {
             sweep_exposure: Script::new(SWEEP_EXPOSURE_LUA.to_owned()),
             sweep_parked: Script::new(SWEEP_PARKED_LUA.to_owned()),
             unlock: Script::new(UNLOCK_LUA.to_owned()),
+            renew: Script::new(RENEW_LUA.to_owned()),
         }
     }
 
-    pub fn all(&self) -> [&Script; 5] {
+    pub fn all(&self) -> [&Script; 6] {
         [
             &self.exposure,
             &self.interaction,
             &self.sweep_exposure,
             &self.sweep_parked,
             &self.unlock,
+            &self.renew,
         ]
     }
 }

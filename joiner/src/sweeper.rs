@@ -68,7 +68,8 @@ pub struct Unmatched {
     pub record: Option<String>,
 }
 
-fn one(key: &str, cmd: redis::Cmd) -> Commands {
+/// One command as a round trip of its own.
+pub fn one(key: &str, cmd: redis::Cmd) -> Commands {
     let mut c = Commands::new();
     c.push(key.as_bytes(), cmd);
     c
@@ -77,22 +78,8 @@ fn one(key: &str, cmd: redis::Cmd) -> Commands {
 impl Sweeper {
     /// Sweeps every `interval` until `shutdown`.
     pub async fn run(self, shutdown: Arc<AtomicBool>) {
-        let mut next = Instant::now() + self.interval;
-        while !shutdown.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if Instant::now() < next {
-                continue;
-            }
-            let t0 = Instant::now();
-            if let Err(e) = self.pass(&shutdown).await {
-                debug!(error = %e, "sweep pass failed; the next pass retries");
-            }
-            self.metrics.sweeps.inc();
-            self.metrics
-                .sweep_seconds
-                .observe(t0.elapsed().as_secs_f64());
-            next = Instant::now() + self.interval;
-        }
+        let (metrics, interval) = (self.metrics.clone(), self.interval);
+        run_passes(interval, &metrics, &shutdown, |sd| self.pass(sd)).await
     }
 
     /// One pass over every side and shard whose lock we get.
@@ -210,7 +197,7 @@ impl Sweeper {
                 .collect();
             let unmatched = self.check(side, &members).await?;
             if let Some(topic) = &self.emit_topic {
-                self.emit(topic, &unmatched, shutdown).await?;
+                produce_unmatched(&self.output, topic, &unmatched, shutdown).await?;
             }
             let mut trim = redis::cmd("LTRIM");
             trim.arg(key).arg(chunk.len()).arg(-1);
@@ -226,42 +213,6 @@ impl Sweeper {
                 return Ok(found);
             }
         }
-    }
-
-    /// Produces the unmatched events, retrying with backoff (until shutdown).
-    async fn emit(
-        &self,
-        topic: &str,
-        unmatched: &[Unmatched],
-        shutdown: &AtomicBool,
-    ) -> Result<(), StoreError> {
-        let mut records: Vec<OutRecord> = unmatched
-            .iter()
-            .map(|u| OutRecord {
-                topic: topic.to_owned(),
-                key: u.mark_id.clone(),
-                payload: unmatched_json(u),
-            })
-            .collect();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        while !records.is_empty() {
-            records = self.output.send_all(records).await;
-            if records.is_empty() {
-                break;
-            }
-            if shutdown.load(Ordering::Acquire) {
-                warn!(
-                    lost = records.len(),
-                    "shutting down: unmatched events not produced"
-                );
-                return Err(StoreError {
-                    kind: "produce",
-                    detail: "producing unmatched events failed".into(),
-                });
-            }
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
-        Ok(())
     }
 
     /// Checks and marks the due mark_ids (one round trip); returns the unmatched events.
@@ -356,6 +307,69 @@ impl Sweeper {
         }
         Ok(unmatched)
     }
+}
+
+/// Calls `pass` every `interval` until `shutdown`, timing and counting the
+/// passes (a failed pass is retried by the next one).
+pub async fn run_passes<'a, F, Fut>(
+    interval: Duration,
+    metrics: &Metrics,
+    shutdown: &'a AtomicBool,
+    pass: F,
+) where
+    F: Fn(&'a AtomicBool) -> Fut,
+    Fut: std::future::Future<Output = Result<usize, StoreError>>,
+{
+    let mut next = Instant::now() + interval;
+    while !shutdown.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Instant::now() < next {
+            continue;
+        }
+        let t0 = Instant::now();
+        if let Err(e) = pass(shutdown).await {
+            debug!(error = %e, "sweep pass failed; the next pass retries");
+        }
+        metrics.sweeps.inc();
+        metrics.sweep_seconds.observe(t0.elapsed().as_secs_f64());
+        next = Instant::now() + interval;
+    }
+}
+
+/// Produces unmatched events to `topic`, retrying with backoff (until shutdown).
+pub async fn produce_unmatched(
+    output: &Output,
+    topic: &str,
+    unmatched: &[Unmatched],
+    shutdown: &AtomicBool,
+) -> Result<(), StoreError> {
+    let mut records: Vec<OutRecord> = unmatched
+        .iter()
+        .map(|u| OutRecord {
+            topic: topic.to_owned(),
+            key: u.mark_id.clone(),
+            payload: unmatched_json(u),
+        })
+        .collect();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    while !records.is_empty() {
+        records = output.send_all(records).await;
+        if records.is_empty() {
+            break;
+        }
+        if shutdown.load(Ordering::Acquire) {
+            warn!(
+                lost = records.len(),
+                "shutting down: unmatched events not produced"
+            );
+            return Err(StoreError {
+                kind: "produce",
+                detail: "producing unmatched events failed".into(),
+            });
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    Ok(())
 }
 
 /// `{"side":"exposure","reason":"…","mark_id":"…","record":{…}}`: the wrapper

@@ -317,7 +317,7 @@ impl Worker {
         consumer
             .subscribe(&topics)
             .with_context(|| format!("subscribing to {topics:?}"))?;
-        info!(worker = self.id, topics = ?topics, naive = self.join.naive, "joining");
+        info!(worker = self.id, topics = ?topics, protocol = ?self.join.protocol, "joining");
 
         let batch_max = self.cfg.joiner.batch_max.max(1);
         let max_wait = Duration::from_millis(self.cfg.joiner.batch_max_wait_ms);
@@ -659,6 +659,19 @@ impl BatchCtx {
     ) -> Result<Vec<crate::output::OutRecord>, crate::store::StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.join.protocol == crate::join::Protocol::Slices {
+            return self
+                .join
+                .slices
+                .run(
+                    &self.store,
+                    events,
+                    now_ms(),
+                    &self.join.joined_topic,
+                    &self.metrics,
+                )
+                .await;
         }
         let cmds = self.join.commands(events, now_ms());
         let mut replies = Vec::new();
