@@ -7,5 +7,6 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod probe;
+pub mod timerange;
 
 pub use config::Config;

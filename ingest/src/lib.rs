@@ -6,6 +6,7 @@ pub mod clickhouse;
 pub mod commit;
 pub mod metrics;
 pub mod migrate;
+pub mod reconcile;
 pub mod recovery;
 pub mod retention;
 pub mod route;

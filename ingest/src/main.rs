@@ -33,6 +33,10 @@ enum Command {
     /// current parser into their tables, exactly once.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLetters),
+    /// Compare every agg_* rollup and trace lookup table with the raw rows,
+    /// hour by hour; with --rebuild, derive the differing hours again.
+    /// Exits 1 when a difference remains.
+    Reconcile(ingest::reconcile::ReconcileArgs),
 }
 
 #[tokio::main]
@@ -45,6 +49,7 @@ async fn main() -> std::process::ExitCode {
             Command::Migrate(args) => ingest::migrate::command(&cfg, args).await,
             Command::Run(args) => ingest::run::command(&cfg, args).await,
             Command::Retention(args) => ingest::retention::command(&cfg, args).await,
+            Command::Reconcile(args) => ingest::reconcile::command(&cfg, args).await,
             Command::CheckConfig(args) => check_config::command(&cfg, args).await,
             Command::DeadLetters(cmd) => dead_letters::command(&cfg, cmd).await,
         }

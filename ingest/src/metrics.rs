@@ -26,6 +26,9 @@ pub struct Metrics {
     pub insert_seconds: HistogramVec,
     /// Failed INSERT attempts (each is retried), by table.
     pub insert_errors: IntCounterVec,
+    /// Rows a failed INSERT stored without its ledger row: some of their
+    /// views may not have run (`ingest reconcile` finds and rebuilds the hour).
+    pub views_incomplete_rows: IntCounterVec,
     /// Kafka append time → row acknowledged by ClickHouse.
     pub freshness_seconds: Histogram,
     /// Where the time goes (`stage_seconds{stage}`): Kafka append → fetched
@@ -100,6 +103,11 @@ impl Metrics {
             insert_errors: r.counter_vec(
                 "insert_errors_total",
                 "Failed INSERT attempts (retried with backoff)",
+                &["table"],
+            ),
+            views_incomplete_rows: r.counter_vec(
+                "views_incomplete_rows_total",
+                "Rows a failed INSERT stored without a ledger row (its views may not all have run; run `ingest reconcile`)",
                 &["table"],
             ),
             freshness_seconds: r.histogram(

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clickhouse::Client;
 use common::backoff::Backoff;
 use rdkafka::error::KafkaError;
@@ -295,12 +296,16 @@ impl Sink {
             .await?
             .into_iter()
             .collect();
+            let mut found_here = Vec::new();
             for (r, s) in block.rows.iter().zip(stored.iter_mut()) {
                 if r.part as usize == i && !*s && have.contains(&(r.offset, r.kafka_ts_ms)) {
                     *s = true;
-                    found += 1;
+                    found_here.push(r.offset);
                 }
             }
+            found += found_here.len();
+            self.check_views_ran(t, &p.topic, p.partition, &found_here)
+                .await?;
         }
         if found > 0 {
             let missing = stored.iter().filter(|s| !**s).count();
@@ -310,6 +315,58 @@ impl Sink {
                 stored = found,
                 missing,
                 "a failed INSERT had stored rows; sending only the missing ones"
+            );
+        }
+        Ok(())
+    }
+
+    /// Rows found stored after a failed INSERT must have a ledger row: it is
+    /// written by the last view of the INSERT (sql/0012), so without one some
+    /// of the rows' views may not have run (a server that died part-way).
+    /// The rows are not sent again (that would duplicate them); the hole is
+    /// counted and logged for `ingest reconcile`.
+    async fn check_views_ran(
+        &self,
+        t: Table,
+        topic: &str,
+        partition: i32,
+        offsets: &[i64],
+    ) -> anyhow::Result<()> {
+        let (Some(&lo), Some(&hi)) = (offsets.iter().min(), offsets.iter().max()) else {
+            return Ok(());
+        };
+        let ranges: Vec<(u64, u64)> = self
+            .ch
+            .query(&format!(
+                "SELECT min_offset, max_offset FROM {}.ingest_ledger \
+                 WHERE tbl = ? AND topic = ? AND partition = ? AND max_offset >= ? AND min_offset <= ?",
+                self.db
+            ))
+            .bind(t.name())
+            .bind(topic)
+            .bind(partition as u32)
+            .bind(lo as u64)
+            .bind(hi as u64)
+            .fetch_all()
+            .await
+            .context("reading the ledger rows of a failed INSERT's stored rows")?;
+        let uncovered = offsets
+            .iter()
+            .filter(|&&o| !ranges.iter().any(|&(a, b)| (a..=b).contains(&(o as u64))))
+            .count();
+        if uncovered > 0 {
+            self.metrics
+                .views_incomplete_rows
+                .with_label_values(&[t.name()])
+                .inc_by(uncovered as u64);
+            warn!(
+                table = t.name(),
+                topic,
+                partition,
+                rows = uncovered,
+                first_offset = lo,
+                "rows of a failed INSERT are stored without a ledger row: some of their \
+                   rollup/trace rows may be missing; run `ingest reconcile` for their hours"
             );
         }
         Ok(())

@@ -18,7 +18,7 @@
 //! The same queries work on a single server and on a cluster: there the
 //! tables named here are Distributed tables over the shards' local tables.
 
-pub mod range;
+pub use common::timerange as range;
 pub mod tree;
 
 use std::collections::BTreeMap;

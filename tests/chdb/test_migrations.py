@@ -17,7 +17,8 @@ Checks, on a fresh chDB session in a temporary directory:
     view fed its target table;
   * the trace lookup queries (trace_by_uid, trace_index → ods_request) and the
     service-edge rollup return the right rows;
-  * ods_joined collapses a replayed joined_id.
+  * ods_joined collapses a replayed joined_id;
+  * a view that fails leaves its block without an ingest_ledger row.
 Exits non-zero on the first failure. Needs `pip install chdb-core`.
 """
 
@@ -197,6 +198,30 @@ def check_lookups(d, db):
     print("trace lookups (trace_by_uid, trace_index, ods_request) and service edges: ok")
 
 
+def check_ledger_after_views(d, db):
+    """A ledger row means every view of its block ran (sql/0012): a view that
+    fails on one row leaves that block without a ledger row (a current
+    engine writes no view's rows when any view of the INSERT fails)."""
+    d.q(f"CREATE TABLE {db}.test_sink (x UInt64) ENGINE = MergeTree ORDER BY x")
+    d.q(f"CREATE MATERIALIZED VIEW {db}.trace_zz_fails_mv TO {db}.test_sink AS "
+        f"SELECT throwIf(_offset = 666) + _offset AS x FROM {db}.ods_request")
+    before = d.q(f"SELECT count() FROM {db}.ingest_ledger WHERE tbl = 'ods_request'").strip()
+    t = engine_now(d) - 60
+    try:
+        d.q(f"INSERT INTO {db}.ods_request (ts, uid, service, api, _topic, _partition, _offset) "
+            f"VALUES (toDateTime({t}), 7, 'svc', '/a', 'ledger-test', 0, 666)")
+        fail("the failing view did not refuse offset 666")
+    except RuntimeError as e:
+        if "trace_zz_fails_mv" not in str(e) and "throwIf" not in str(e):
+            fail(f"unexpected error from the failing view: {e}")
+    after = d.q(f"SELECT count() FROM {db}.ingest_ledger WHERE tbl = 'ods_request'").strip()
+    if before != after:
+        fail(f"a block whose view failed got a ledger row ({before} -> {after} ledger rows)")
+    d.q(f"DROP TABLE {db}.trace_zz_fails_mv")
+    d.q(f"DROP TABLE {db}.test_sink")
+    print("ledger: a block whose view failed has no ledger row")
+
+
 def main():
     arg = sys.argv[1] if len(sys.argv) > 1 else None
     version = chdb_version()
@@ -270,6 +295,7 @@ def main():
         print(f"materialized views: {len(views)} fed their targets")
 
         check_lookups(d, db)
+        check_ledger_after_views(d, db)
 
         # A replayed joined event collapses (ReplacingMergeTree by joined_id).
         d.q(f"INSERT INTO {db}.ods_joined SELECT * FROM {db}.ods_joined WHERE joined_id = 1000")

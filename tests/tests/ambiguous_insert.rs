@@ -123,11 +123,7 @@ async fn insert_across_midnight_half_stored_then_unanswered_is_completed_exactly
     // The state a server that died between the block's two parts leaves:
     // yesterday's rows stored, no ledger row (the view runs after the parts).
     let cut = midnight / 1000;
-    ch_query(
-        &url,
-        &format!("DETACH TABLE {db}.ingest_ledger_ods_request"),
-    )
-    .unwrap();
+    ch_query(&url, &format!("DETACH TABLE {db}.zz_ledger_ods_request")).unwrap();
     ch_query(
         &url,
         &format!(
@@ -135,11 +131,7 @@ async fn insert_across_midnight_half_stored_then_unanswered_is_completed_exactly
         ),
     )
     .unwrap();
-    ch_query(
-        &url,
-        &format!("ATTACH TABLE {db}.ingest_ledger_ods_request"),
-    )
-    .unwrap();
+    ch_query(&url, &format!("ATTACH TABLE {db}.zz_ledger_ods_request")).unwrap();
     assert_eq!(
         ch_u64(&url, &format!("SELECT count() FROM {db}.ods_request")).unwrap(),
         PER_DAY as u64

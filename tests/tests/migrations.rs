@@ -362,3 +362,104 @@ fn migrations_apply_on_chdb() {
         out.status
     );
 }
+
+/// A ledger row must mean "every view of this block ran" (sql/0012): 18.16
+/// runs a table's views in the order of their names, after the table's own
+/// parts, so each raw table's ledger view must sort after all its other views,
+/// and a view that fails must leave the block without a ledger row.
+async fn ledger_after_views(client: &Client, cfg: &ClickHouseConfig) -> anyhow::Result<()> {
+    let db = cfg.database.as_str();
+    run(client, cfg, &migrate::embedded()?, &Options::default()).await?;
+    let deps: Vec<ingest::reconcile::Dependents> = client
+        .query(
+            "SELECT name, dependencies_table FROM system.tables \
+             WHERE database = ? AND notEmpty(dependencies_table) ORDER BY name",
+        )
+        .bind(db)
+        .fetch_all()
+        .await?;
+    for table in [
+        "ods_request",
+        "ods_exposure",
+        "ods_interaction",
+        "ods_joined",
+        "dead_letter",
+    ] {
+        let mut views = deps
+            .iter()
+            .find(|d| d.name == table)
+            .map(|d| d.dependencies_table.clone())
+            .with_context(|| format!("{table} has no materialized views"))?;
+        views.sort();
+        ensure!(
+            views.last() == Some(&format!("zz_ledger_{table}")),
+            "{table}: its ledger view must run last (views run in name order): {views:?}"
+        );
+    }
+
+    // A view that fails on one row, named to run after the agg_* views and
+    // before the ledger view (trace_* views run there too).
+    client
+        .query(&format!(
+            "CREATE TABLE {db}.test_sink (x UInt64) ENGINE = MergeTree ORDER BY x"
+        ))
+        .execute()
+        .await?;
+    client
+        .query(&format!(
+            "CREATE MATERIALIZED VIEW {db}.trace_zz_fails_mv TO {db}.test_sink AS \
+             SELECT throwIf(_offset = 666) + _offset AS x FROM {db}.ods_request"
+        ))
+        .execute()
+        .await?;
+    let insert = |offset: u64| {
+        client
+            .query(&format!(
+                "INSERT INTO {db}.ods_request (ts, uid, service, api, _topic, _partition, _offset) \
+                 VALUES (now(), 7, 'svc', '/a', 'request', 0, {offset})"
+            ))
+            .execute()
+    };
+    insert(1).await.context("a row that no view refuses")?;
+    let err = insert(666)
+        .await
+        .expect_err("the failing view refuses offset 666");
+    ensure!(format!("{err:#}").contains("trace_zz_fails_mv"), "{err:#}");
+    let count = |sql: String| async move { client.query(&sql).fetch_one::<u64>().await };
+    ensure!(
+        count(format!("SELECT count() FROM {db}.ods_request")).await? == 2,
+        "both rows are in the raw table (its part is written before the views run)"
+    );
+    ensure!(
+        count(format!(
+            "SELECT toUInt64(sum(requests)) FROM (SELECT countMerge(requests) AS requests FROM {db}.agg_request_1s)"
+        ))
+        .await?
+            == 2,
+        "the agg_* views ran before the failing one"
+    );
+    let ledger: Vec<(u64, u64)> = client
+        .query(&format!(
+            "SELECT min_offset, max_offset FROM {db}.ingest_ledger WHERE tbl = 'ods_request' ORDER BY min_offset"
+        ))
+        .fetch_all()
+        .await?;
+    ensure!(
+        ledger == vec![(1, 1)],
+        "only the block whose views all ran has a ledger row: {ledger:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_ledger_row_means_every_view_of_its_block_ran() {
+    let cfg = config("ledger_last");
+    let client = connect(&cfg).await;
+    let res = ledger_after_views(&client, &cfg).await;
+    client
+        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.database))
+        .execute()
+        .await
+        .unwrap();
+    res.unwrap();
+}

@@ -203,3 +203,113 @@ fn rollup_mismatches_reports_each_damaged_table() {
 
     run(url, &format!("DROP DATABASE IF EXISTS {db}"));
 }
+
+/// The state a server that died between an INSERT's raw part and its views
+/// leaves: raw rows whose rollup and trace rows were never written. `ingest
+/// reconcile` names exactly the tables and the hour, exits 1; `--rebuild`
+/// derives that hour again from the raw rows, and everything is equal.
+#[test]
+fn ingest_reconcile_finds_and_rebuilds_an_hour_whose_views_did_not_run() {
+    let cfg = test_config("reconcile");
+    migrate(&cfg).unwrap();
+    let (url, db) = (
+        cfg.clickhouse.url.as_str(),
+        cfg.clickhouse.database.as_str(),
+    );
+    // 30 request lines three hours ago (one hour's bucket, old enough to
+    // rebuild), 10 of them stored as if the views never ran.
+    let insert = |first: u64, n: u64| {
+        run(
+            url,
+            &format!(
+                "INSERT INTO {db}.ods_request SELECT \
+                 toDateTime(toStartOfHour(now() - 3 * 3600) + 60 * number) AS ts, \
+                 toUInt64(toUInt32(ts)) * 1000 + number AS ts_ms, \
+                 concat('trace', toString(intDiv(number, 3))) AS trace_id, toString(number) AS span_id, \
+                 if(number % 3 = 0, '', toString(number - 1)) AS parent_span_id, \
+                 ['gw', 'ads', 'rank'][number % 3 + 1] AS service, \
+                 ['', 'gw', 'ads'][number % 3 + 1] AS caller, '/ad' AS api, \
+                 toUInt64(number % 5) AS uid, toUInt32(10) AS psid, \
+                 toUInt16(if(number % 7 = 0, 503, 200)) AS status, number * 1.5 AS latency_ms, \
+                 'h0' AS host, 'idc1' AS idc, ['k'] AS extra_keys, ['v'] AS extra_values, {SRC}, \
+                 number AS _offset, ts_ms AS _kafka_ts_ms, {SRC_TAIL} \
+                 FROM (SELECT {first} + number AS number FROM system.numbers LIMIT {n})"
+            ),
+        )
+    };
+    insert(0, 20);
+    let hourly_views = [
+        "agg_request_1s_mv",
+        "agg_service_edges_1m_mv",
+        "trace_by_uid_mv",
+    ];
+    for v in hourly_views {
+        run(url, &format!("DETACH TABLE {db}.{v}"));
+    }
+    insert(20, 10);
+    for v in hourly_views {
+        run(url, &format!("ATTACH TABLE {db}.{v}"));
+    }
+    let (tables, lines) = reported(url, db);
+    assert_eq!(
+        tables,
+        set(&["agg_request_1s", "agg_service_edges_1m", "trace_by_uid"]),
+        "{lines:#?}"
+    );
+
+    let reconcile = |extra: &[&str]| {
+        let out = std::process::Command::new(integration_tests::bin("ingest"))
+            .arg("reconcile")
+            .args(["--since", "6h"])
+            .args(extra)
+            .envs(integration_tests::env_of(&cfg))
+            .output()
+            .expect("running ingest reconcile");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        println!("{text}");
+        (out.status.code(), text)
+    };
+    let (code, text) = reconcile(&[]);
+    assert_eq!(code, Some(1), "differences exit 1:\n{text}");
+    let differing: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(" groups (") && l.contains(" differ; e.g."))
+        .collect();
+    assert_eq!(
+        differing.len(),
+        3,
+        "one hour of each damaged table:\n{text}"
+    );
+    for t in ["agg_request_1s ", "agg_service_edges_1m ", "trace_by_uid "] {
+        assert!(
+            differing.iter().any(|l| l.trim_start().starts_with(t)),
+            "{t} reported:\n{text}"
+        );
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("agg_request_1m_psid ")
+                && l.contains("equal to the raw rows")),
+        "an undamaged table is equal:\n{text}"
+    );
+
+    let (code, text) = reconcile(&["--rebuild"]);
+    assert_eq!(code, Some(0), "rebuilt:\n{text}");
+    assert_eq!(
+        text.matches("rebuilt: now equal to the raw rows").count(),
+        3,
+        "{text}"
+    );
+    let (tables, lines) = reported(url, db);
+    assert!(tables.is_empty(), "after the rebuild: {lines:#?}");
+    assert_eq!(
+        ch_u64(url, &format!("SELECT count() FROM {db}.trace_by_uid")).unwrap(),
+        10,
+        "one trace_by_uid row per edge line, none twice"
+    );
+    run(url, &format!("DROP DATABASE {db}"));
+}

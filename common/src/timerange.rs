@@ -1,4 +1,5 @@
-//! Time ranges from `--since 1h` or `--from … --to …` (UTC).
+//! Time ranges from `--since 1h` or `--from … --to …` (UTC), as every
+//! command that reads a time window takes them (`adlog-trace`, `ingest reconcile`).
 
 /// An inclusive range of whole seconds since the Unix epoch (the `ts` columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +98,8 @@ impl Range {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC).
 fn secs_text(s: u32) -> String {
-    let mut t = crate::fmt_ms(u64::from(s) * 1000);
+    let mut t = String::with_capacity(23);
+    schemas::time::format_ms(i64::from(s) * 1000, &mut t);
     t.truncate(19);
     t
 }
