@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Config;
-use integration_tests::rollups::rollup_mismatches;
+use integration_tests::rollups::{reconcile_rebuild, rollup_mismatches};
 use integration_tests::{clickhouse, count, drop_database, generate, migrate, test_config, Proc};
 use schemas::LogType;
 
@@ -179,6 +179,17 @@ impl Drop for OwnClickHouse {
 /// ClickHouse down for 20 s (ingest must keep running), up again, then waits
 /// for the generator and for ingest to drain and exit 0. Returns the manifest
 /// and ingest's peak RSS (KiB) from the outage to its exit.
+/// After `outage_then_drain`: the outage stopped ClickHouse with INSERTs in
+/// flight, and a server stopped between an INSERT's raw part and its views
+/// leaves rows without some rollup rows (ARCHITECTURE.md, invariant 3,
+/// limits; seen on a loaded CI machine: trace_index rows of one block
+/// missing). The raw tables must be exact regardless (`assert_exact`); the
+/// rollups after the documented repair, `ingest reconcile --rebuild`.
+fn repair_views(cfg: &Config) {
+    let report = tokio::task::block_in_place(|| reconcile_rebuild(cfg));
+    eprintln!("{report}");
+}
+
 async fn outage_then_drain(
     own: &OwnClickHouse,
     ingest: &mut Proc,
@@ -229,6 +240,7 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (m, peak_rss_kib) = outage_then_drain(&own, &mut ingest, gen).await;
+    repair_views(&cfg);
     assert_exact(&cfg, &m).await;
     // The stated bound (ARCHITECTURE.md, invariant 4) for this configuration is
     // far below this; 256 MiB leaves room for the allocator and librdkafka.
@@ -278,6 +290,7 @@ async fn backlog_on_48_partitions_during_an_outage_stays_within_the_memory_bound
     // The process before the backlog: binaries, runtime, librdkafka's threads.
     let base_kib = ingest.rss_kib();
     let (m, peak_kib) = outage_then_drain(&own, &mut ingest, gen).await;
+    repair_views(&cfg);
     assert_exact(&cfg, &m).await;
     // Slack beyond the stated bound: one fetch response in flight
     // (librdkafka reads up to fetch.max.bytes before its queue limit applies)

@@ -49,7 +49,8 @@ pub struct ReconcileArgs {
     #[arg(long)]
     pub rebuild: bool,
     /// Rebuild only buckets that ended at least this long ago (rows of an
-    /// hour still arriving would race the rebuild).
+    /// hour still arriving would race the rebuild); 0: any bucket, for when
+    /// nothing is writing.
     #[arg(long, value_name = "DURATION", default_value = "15m")]
     pub min_age: String,
 }
@@ -331,8 +332,14 @@ pub async fn command(cfg: &common::Config, args: ReconcileArgs) -> anyhow::Resul
     )
     .map_err(anyhow::Error::msg)?
     .context("a time range is required")?;
-    let min_age = common::timerange::parse_duration(&args.min_age)
-        .map_err(|e| anyhow::anyhow!("--min-age: {e}"))?;
+    // `0`: no guard (every differing bucket, the current one too), for when
+    // nothing writes the tables, e.g. after a backfill has finished.
+    let min_age = match args.min_age.trim() {
+        "0" => None,
+        s => Some(
+            common::timerange::parse_duration(s).map_err(|e| anyhow::anyhow!("--min-age: {e}"))?,
+        ),
+    };
     if args.rebuild && !cfg.clickhouse.cluster.is_empty() {
         bail!(
             "--rebuild is for a single server: on a cluster run it against each shard's \
@@ -400,7 +407,7 @@ pub async fn command(cfg: &common::Config, args: ReconcileArgs) -> anyhow::Resul
             } else {
                 3_600
             };
-            if u64::from(d.bucket_s) + width + min_age > now {
+            if min_age.is_some_and(|age| u64::from(d.bucket_s) + width + age > now) {
                 println!(
                     "    not rebuilt: it ended less than --min-age {} ago (rows may still arrive)",
                     args.min_age
