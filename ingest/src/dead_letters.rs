@@ -68,21 +68,9 @@ pub struct Filter {
     since: String,
 }
 
-/// `90s`, `30m`, `6h`, `2d`, `1w` → seconds.
+/// `90s`, `30m`, `6h`, `2d`, `1w` → seconds (the one parser every command uses).
 fn duration_s(s: &str) -> anyhow::Result<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let n: u64 = s[..split]
-        .parse()
-        .with_context(|| format!("bad duration {s:?}"))?;
-    let unit = match &s[split..] {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        u => anyhow::bail!("bad duration unit {u:?} in {s:?} (s, m, h, d, w)"),
-    };
-    Ok(n * unit)
+    common::timerange::parse_duration(s).map_err(anyhow::Error::msg)
 }
 
 /// ClickHouse string literal.
@@ -416,6 +404,7 @@ async fn store(
         .with_context(|| format!("looking up replayed rows in {name}"))?;
     let mut stored = 0u64;
     let mut run: Vec<&Row> = Vec::new();
+    let there: std::collections::HashSet<(String, u32, u64)> = there.into_iter().collect();
     let todo: Vec<&Row> = rows.iter().filter(|r| !there.contains(&r.meta)).collect();
     for (k, r) in todo.iter().enumerate() {
         run.push(r);
@@ -465,11 +454,11 @@ async fn insert_run(
         table.name(),
         table.columns()
     );
-    let query_id = format!(
-        "{}{}/replay-{}-{first}/0/{topic}:{partition}/",
-        ingest::recovery::QUERY_ID_PREFIX,
-        table.name(),
-        std::process::id()
+    let query_id = ingest::recovery::insert_query_id(
+        table,
+        &format!("replay-{}-{first}", std::process::id()),
+        0,
+        [(topic.as_str(), *partition as i32)],
     );
     let body: Vec<u8> = run.iter().flat_map(|r| r.bytes.iter().copied()).collect();
     let mut ins = ch

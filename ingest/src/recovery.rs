@@ -23,6 +23,32 @@ use crate::table::Table;
 /// Every INSERT of the worker has a query id starting with this.
 pub const QUERY_ID_PREFIX: &str = "adlog-ingest/";
 
+/// The query id of an INSERT attempt: `adlog-ingest/<table>/<who>/<attempt>/`,
+/// then every partition it holds as `<topic>:<partition>/`, which a new
+/// owner's recovery looks for ([`Running::Partition`]). `<who>` names the
+/// process and the block; [`Running::Prefix`] of the id up to it matches
+/// every attempt of that block.
+pub fn insert_query_id<'a>(
+    table: Table,
+    who: &str,
+    attempt: u32,
+    parts: impl IntoIterator<Item = (&'a str, i32)>,
+) -> String {
+    let mut id = format!("{}{attempt}/", insert_query_prefix(table, who));
+    for (topic, partition) in parts {
+        id.push_str(topic);
+        id.push(':');
+        id.push_str(&partition.to_string());
+        id.push('/');
+    }
+    id
+}
+
+/// The part of [`insert_query_id`] that every attempt of one block shares.
+pub fn insert_query_prefix(table: Table, who: &str) -> String {
+    format!("{QUERY_ID_PREFIX}{}/{who}/", table.name())
+}
+
 /// Which running INSERTs to wait for.
 #[derive(Debug, Clone)]
 pub enum Running {

@@ -194,29 +194,25 @@ impl Sink {
         m.batch_bytes.observe(block.bytes() as f64);
     }
 
-    /// The query id of one attempt: this block's prefix, then every
-    /// partition it holds as `/<topic>:<partition>/`, which a new owner's
-    /// recovery looks for in `system.processes` ([`Running::Partition`]).
+    /// The query id of one attempt ([`recovery::insert_query_id`]).
     fn query_id(&self, block: &Block, t: Table, parts: &[usize], attempt: u32) -> String {
-        let mut id = format!("{}{attempt}/", self.block_prefix(block, t));
-        for &i in parts {
-            let p = &block.parts[i];
-            id.push_str(&p.topic);
-            id.push(':');
-            id.push_str(&p.partition.to_string());
-            id.push('/');
-        }
-        id
+        recovery::insert_query_id(
+            t,
+            &self.who(block),
+            attempt,
+            parts
+                .iter()
+                .map(|&i| (&*block.parts[i].topic, block.parts[i].partition)),
+        )
     }
 
     fn block_prefix(&self, block: &Block, t: Table) -> String {
-        format!(
-            "{}{}/{}-{}/",
-            recovery::QUERY_ID_PREFIX,
-            t.name(),
-            self.tag,
-            block.id
-        )
+        recovery::insert_query_prefix(t, &self.who(block))
+    }
+
+    /// This process and block, in query ids.
+    fn who(&self, block: &Block) -> String {
+        format!("{}-{}", self.tag, block.id)
     }
 
     async fn insert(

@@ -111,14 +111,11 @@ pub fn rollup_mismatches(ch_url: &str, db: &str) -> anyhow::Result<Vec<String>> 
     Ok(out)
 }
 
-/// `ingest reconcile --rebuild --min-age 0` over the last day of `cfg`'s
-/// database: after a ClickHouse server was stopped mid-INSERT (its raw part
-/// written, some views not: ARCHITECTURE.md, invariant 3, limits) this is the
-/// documented repair. Panics unless it ends with every table equal to the raw
-/// rows; returns its report.
-pub fn reconcile_rebuild(cfg: &common::Config) -> String {
+/// Runs `ingest reconcile ARGS` against `cfg`'s database: (exit code, output).
+pub fn run_reconcile(cfg: &common::Config, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(crate::bin("ingest"))
-        .args(["reconcile", "--since", "1d", "--rebuild", "--min-age", "0"])
+        .arg("reconcile")
+        .args(args)
         .envs(crate::env_of(cfg))
         .output()
         .expect("running ingest reconcile");
@@ -127,6 +124,28 @@ pub fn reconcile_rebuild(cfg: &common::Config) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "ingest reconcile --rebuild:\n{text}");
+    (out.status.code(), text)
+}
+
+/// The tables an `ingest reconcile` report says differ (its `<table> <bucket>:
+/// … differ; e.g. …` lines), once each.
+pub fn differing_tables(report: &str) -> Vec<String> {
+    let mut out: Vec<String> = report
+        .lines()
+        .filter(|l| l.contains(" groups (") && l.contains(" differ; e.g."))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    out.dedup();
+    out
+}
+
+/// `ingest reconcile --rebuild --min-age 0` over the last day of `cfg`'s
+/// database: after a ClickHouse server was stopped mid-INSERT (its raw part
+/// written, some views not: ARCHITECTURE.md, invariant 3, limits) this is the
+/// documented repair. Panics unless it ends with every table equal to the raw
+/// rows; returns its report.
+pub fn reconcile_rebuild(cfg: &common::Config) -> String {
+    let (code, text) = run_reconcile(cfg, &["--since", "1d", "--rebuild", "--min-age", "0"]);
+    assert_eq!(code, Some(0), "ingest reconcile --rebuild:\n{text}");
     text
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Config;
-use integration_tests::rollups::{reconcile_rebuild, rollup_mismatches};
+use integration_tests::rollups::{differing_tables, reconcile_rebuild, rollup_mismatches};
 use integration_tests::{clickhouse, count, drop_database, generate, migrate, test_config, Proc};
 use schemas::LogType;
 
@@ -182,12 +182,30 @@ impl Drop for OwnClickHouse {
 /// After `outage_then_drain`: the outage stopped ClickHouse with INSERTs in
 /// flight, and a server stopped between an INSERT's raw part and its views
 /// leaves rows without some rollup rows (ARCHITECTURE.md, invariant 3,
-/// limits; seen on a loaded CI machine: trace_index rows of one block
-/// missing). The raw tables must be exact regardless (`assert_exact`); the
-/// rollups after the documented repair, `ingest reconcile --rebuild`.
-fn repair_views(cfg: &Config) {
+/// limits; seen on a loaded CI machine: trace_index rows of blocks missing).
+/// The raw tables must be exact regardless (`assert_exact`), every such hole
+/// must have been flagged by the worker (its "stored without a ledger row"
+/// warning for a source table of each damaged rollup), and the documented
+/// repair, `ingest reconcile --rebuild`, must make the rollups exact.
+fn repair_views(cfg: &Config, ingest_log: &str) {
     let report = tokio::task::block_in_place(|| reconcile_rebuild(cfg));
     eprintln!("{report}");
+    let log = std::fs::read_to_string(ingest_log).expect("the worker's log");
+    let flagged = |src: &str| {
+        log.lines()
+            .any(|l| l.contains("without a ledger row") && l.contains(&format!("table=\"{src}\"")))
+    };
+    for t in differing_tables(&report) {
+        let sources: &[&str] = match t.as_str() {
+            "agg_ad_1m_psid" => &["ods_exposure", "ods_interaction", "ods_joined"],
+            _ => &["ods_request"],
+        };
+        assert!(
+            sources.iter().any(|s| flagged(s)),
+            "{t} lacked rollup rows, but the worker never flagged rows of {sources:?} \
+             stored without a ledger row (log {ingest_log}):\n{report}"
+        );
+    }
 }
 
 async fn outage_then_drain(
@@ -240,7 +258,7 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (m, peak_rss_kib) = outage_then_drain(&own, &mut ingest, gen).await;
-    repair_views(&cfg);
+    repair_views(&cfg, &ingest.name);
     assert_exact(&cfg, &m).await;
     // The stated bound (ARCHITECTURE.md, invariant 4) for this configuration is
     // far below this; 256 MiB leaves room for the allocator and librdkafka.
@@ -290,7 +308,7 @@ async fn backlog_on_48_partitions_during_an_outage_stays_within_the_memory_bound
     // The process before the backlog: binaries, runtime, librdkafka's threads.
     let base_kib = ingest.rss_kib();
     let (m, peak_kib) = outage_then_drain(&own, &mut ingest, gen).await;
-    repair_views(&cfg);
+    repair_views(&cfg, &ingest.name);
     assert_exact(&cfg, &m).await;
     // Slack beyond the stated bound: one fetch response in flight
     // (librdkafka reads up to fetch.max.bytes before its queue limit applies)

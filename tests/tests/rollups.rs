@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use integration_tests::reliability::{ch_query, ch_u64};
-use integration_tests::rollups::rollup_mismatches;
+use integration_tests::rollups::{rollup_mismatches, run_reconcile};
 use integration_tests::{migrate, test_config};
 
 const SRC: &str = "'rollups_test' AS _topic, toUInt32(0) AS _partition";
@@ -258,20 +258,10 @@ fn ingest_reconcile_finds_and_rebuilds_an_hour_whose_views_did_not_run() {
     );
 
     let reconcile = |extra: &[&str]| {
-        let out = std::process::Command::new(integration_tests::bin("ingest"))
-            .arg("reconcile")
-            .args(["--since", "6h"])
-            .args(extra)
-            .envs(integration_tests::env_of(&cfg))
-            .output()
-            .expect("running ingest reconcile");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args: Vec<&str> = ["--since", "6h"].iter().chain(extra).copied().collect();
+        let (code, text) = run_reconcile(&cfg, &args);
         println!("{text}");
-        (out.status.code(), text)
+        (code, text)
     };
     let (code, text) = reconcile(&[]);
     assert_eq!(code, Some(1), "differences exit 1:\n{text}");

@@ -92,7 +92,23 @@ fn m(name: &'static str, ty: &'static str, raw: &'static str, rollup: &'static s
 /// merging the states of parts gives the same state (so the same number) as
 /// `uniq` over all the rows at once.
 pub fn checks(db: &str) -> Vec<Check> {
-    let errors = "sum(toUInt64(status >= 500))";
+    // The request rollups' shared measures (sql/0004, 0007).
+    let errors = || {
+        m(
+            "errors",
+            "UInt64",
+            "sum(toUInt64(status >= 500))",
+            "sumMerge(errors)",
+        )
+    };
+    let latency_sum = || {
+        m(
+            "latency_sum",
+            "Float64",
+            "sum(latency_ms)",
+            "sumMerge(latency_sum)",
+        )
+    };
     vec![
         // 0004: per second × service × api, every request line.
         Check {
@@ -103,13 +119,8 @@ pub fn checks(db: &str) -> Vec<Check> {
             raw_from: format!("FROM {db}.ods_request WHERE {{range}}"),
             measures: vec![
                 m("requests", "UInt64", "count()", "countMerge(requests)"),
-                m("errors", "UInt64", errors, "sumMerge(errors)"),
-                m(
-                    "latency_sum",
-                    "Float64",
-                    "sum(latency_ms)",
-                    "sumMerge(latency_sum)",
-                ),
+                errors(),
+                latency_sum(),
             ],
         },
         // 0004: per minute × psid, edge lines only (caller = '').
@@ -121,14 +132,9 @@ pub fn checks(db: &str) -> Vec<Check> {
             raw_from: format!("FROM {db}.ods_request WHERE caller = '' AND {{range}}"),
             measures: vec![
                 m("requests", "UInt64", "count()", "countMerge(requests)"),
-                m("errors", "UInt64", errors, "sumMerge(errors)"),
+                errors(),
                 m("users", "UInt64", "uniq(uid)", "uniqMerge(users)"),
-                m(
-                    "latency_sum",
-                    "Float64",
-                    "sum(latency_ms)",
-                    "sumMerge(latency_sum)",
-                ),
+                latency_sum(),
             ],
         },
         // 0004: per hour × uid; SummingMergeTree, read with sum().
@@ -208,13 +214,8 @@ pub fn checks(db: &str) -> Vec<Check> {
             raw_from: format!("FROM {db}.ods_request WHERE caller != '' AND {{range}}"),
             measures: vec![
                 m("calls", "UInt64", "count()", "countMerge(calls)"),
-                m("errors", "UInt64", errors, "sumMerge(errors)"),
-                m(
-                    "latency_sum",
-                    "Float64",
-                    "sum(latency_ms)",
-                    "sumMerge(latency_sum)",
-                ),
+                errors(),
+                latency_sum(),
             ],
         },
         // 0008: one row per edge line, every column copied: per (uid, ts) the

@@ -244,13 +244,18 @@ fn restricted(select: &str, db: &str, source: &str, cond: &str) -> Option<String
 }
 
 /// Deletes `c`'s rows of the bucket at `bucket_s` and derives them again from
-/// the raw rows through every view that feeds the table.
-pub async fn rebuild(ch: &Client, db: &str, c: &Check, bucket_s: u32) -> anyhow::Result<()> {
+/// the raw rows through `feeders`, the views that feed the table ([`feeders`]).
+pub async fn rebuild(
+    ch: &Client,
+    db: &str,
+    c: &Check,
+    feeders: &[Feeder],
+    bucket_s: u32,
+) -> anyhow::Result<()> {
     let w = Window {
         from_s: bucket_s,
         to_s: bucket_s + 1,
     };
-    let feeders = feeders(ch, db, c.table).await?;
     anyhow::ensure!(
         !feeders.is_empty(),
         "no materialized view writes into {db}.{}",
@@ -319,10 +324,7 @@ fn bucket_text(d: &Difference) -> String {
 }
 
 pub async fn command(cfg: &common::Config, args: ReconcileArgs) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = (crate::worker::now_ms() / 1000).max(0) as u64;
     let range = Range::from_args(
         args.since.as_deref(),
         args.from.as_deref(),
@@ -388,6 +390,8 @@ pub async fn command(cfg: &common::Config, args: ReconcileArgs) -> anyhow::Resul
             );
             continue;
         }
+        // The views feeding the table, read once it needs a rebuild.
+        let mut views: Option<Vec<Feeder>> = None;
         for d in &diffs {
             println!(
                 "  {:<22} {}: {} of {} groups ({}) differ; e.g. {}",
@@ -416,7 +420,10 @@ pub async fn command(cfg: &common::Config, args: ReconcileArgs) -> anyhow::Resul
                 continue;
             }
             info!(table = c.table, bucket = d.bucket_s, "rebuilding");
-            rebuild(&ch, db, c, d.bucket_s).await?;
+            if views.is_none() {
+                views = Some(feeders(&ch, db, c.table).await?);
+            }
+            rebuild(&ch, db, c, views.as_deref().unwrap_or_default(), d.bucket_s).await?;
             let one = Window {
                 from_s: d.bucket_s,
                 to_s: d.bucket_s + 1,
