@@ -199,14 +199,20 @@ async fn clickhouse_password_from_env_and_file_never_logged() {
             "adlog_ingest_rows_inserted_total",
             Duration::from_secs(120),
         );
-        let rows = ch_u64(
-            &own.ch_url(),
-            &format!(
-                "SELECT count() FROM {}.ods_request",
-                cfg.clickhouse.database
-            ),
-        )
-        .unwrap();
+        // The metric counts every table; ods_request's own lane may finish
+        // its first INSERT a little later (seen on a slow CI machine).
+        let sql = format!(
+            "SELECT count() FROM {}.ods_request",
+            cfg.clickhouse.database
+        );
+        let waited = Instant::now();
+        let mut rows = 0;
+        while rows == 0 && waited.elapsed() < Duration::from_secs(60) {
+            rows = ch_u64(&own.ch_url(), &sql).unwrap();
+            if rows == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
         assert!(rows > 0, "rows inserted as adlog_writer");
         term(&mut ingest);
         page
