@@ -15,6 +15,9 @@ pub struct Metrics {
     pub inserted: IntCounterVec,
     /// Malformed messages, by topic and reason.
     pub dead_letters: IntCounterVec,
+    /// Rows of multiline events (their continuation kept in the extra
+    /// `_continuation`), by topic.
+    pub multiline_rows: IntCounterVec,
     /// Messages skipped after a restart because ClickHouse already had them.
     pub skipped_recovered: IntCounterVec,
     /// Ledger ranges found to describe an earlier incarnation of a topic
@@ -73,6 +76,11 @@ impl Metrics {
                 "dead_letters_total",
                 "Malformed messages sent to the dead-letter topic and table",
                 &["topic", "reason"],
+            ),
+            multiline_rows: r.counter_vec(
+                "multiline_rows_total",
+                "Rows of multiline events (Filebeat multiline: a line and e.g. its stack trace), the lines after the first kept in the extra _continuation",
+                &["topic"],
             ),
             skipped_recovered: r.counter_vec(
                 "skipped_recovered_total",

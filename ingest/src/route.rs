@@ -3,6 +3,8 @@
 //! validate the line, and encode it as RowBinary for its table — or explain,
 //! precisely, why it is a dead letter.
 
+use std::borrow::Cow;
+
 use schemas::{Envelope, Exposure, Interaction, Joined, LogType, ParseError, Request};
 
 use crate::rowbinary::RowBinary;
@@ -106,13 +108,16 @@ pub fn parse<'a>(
     debug_assert!(payload.len() <= limits.max_message_bytes);
     let t = log_type_of(envelope, topic_type)?;
     let line: &'a str = &envelope.message;
-    let rec = match t {
+    let mut rec = match t {
         LogType::Request => Request::parse(line).map(Record::Request),
         LogType::Exposure => Exposure::parse(line).map(Record::Exposure),
         LogType::Interaction => Interaction::parse(line).map(Record::Interaction),
         LogType::Joined => Joined::parse(line).map(Record::Joined),
     }
     .map_err(|e| Rejection::parse(Some(t), e))?;
+    if let Some(rest) = &envelope.continuation {
+        keep_continuation(&mut rec, t, rest)?;
+    }
     // A joined event has a second time: an interaction time in year 2500 was
     // stored with its DateTime column clamped (to 2106), not exactly.
     let second = match &rec {
@@ -123,6 +128,35 @@ pub fn parse<'a>(
         check_time(t, ts, limits, now_ms)?;
     }
     Ok(rec)
+}
+
+/// The extra key under which a multiline event's continuation lines (the
+/// stack trace after an error line) are stored.
+pub const CONTINUATION_KEY: &str = "_continuation";
+
+/// Keeps a multiline event's continuation with the row of its first line: as
+/// the last extra, `_continuation`, of a request or interaction row, where the
+/// trace lookup and the Grafana panels show a line's extras. Exposure and
+/// joined lines have no extras (and machine-written lines never span several);
+/// rather than drop the continuation they are dead letters,
+/// `unexpected_continuation`, raw bytes kept for a replay.
+fn keep_continuation<'a>(rec: &mut Record<'a>, t: LogType, rest: &'a str) -> Result<(), Rejection> {
+    let extra = match rec {
+        Record::Request(r) => &mut r.extra,
+        Record::Interaction(r) => &mut r.extra,
+        Record::Exposure(_) | Record::Joined(_) => {
+            return Err(Rejection {
+                log_type: Some(t),
+                reason: "unexpected_continuation",
+                error: format!(
+                    "multiline event: {} continuation line(s) after a valid {t} line, which has no extra field to keep them in",
+                    rest.split('\n').count()
+                ),
+            });
+        }
+    };
+    extra.push((Cow::Borrowed(CONTINUATION_KEY), Cow::Borrowed(rest)));
+    Ok(())
 }
 
 fn check_time(t: LogType, ts: i64, limits: &Limits, now_ms: i64) -> Result<(), Rejection> {
@@ -257,4 +291,104 @@ pub fn encode_dead_letter(
     buf.put_bytes(&payload[..payload.len().min(max_raw)]);
     buf.put_u64(payload.len() as u64);
     put_kafka_columns(buf, meta);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &str = "2026-11-21 10:00:00.123\t4bf92f3577b34da6a3ce929d0e0e4736\t00f067aa0ba902b7\t\tad-gateway\t\t/v1/feed\t123456\t1001\t500\t12.75\tad-web-017\tyf\tregion=cn-north";
+    const STACK: &str = "java.lang.IllegalStateException: timed out\n\tat com.example.ad.BidClient.call(BidClient.java:88)\n\t... 2 more";
+    const NOW: i64 = 1_795_255_200_123;
+
+    fn limits() -> Limits {
+        Limits {
+            max_message_bytes: 1 << 20,
+            max_future_skew_ms: 60_000,
+            max_past_age_ms: 86_400_000,
+        }
+    }
+
+    /// A 7.x multiline document of `first` and `STACK`.
+    fn multiline(first: &str) -> Vec<u8> {
+        let msg = serde_json::to_string(&format!("{first}\n{STACK}")).unwrap();
+        format!(r#"{{"log":{{"offset":8,"file":{{"path":"/a.log"}},"flags":["multiline"]}},"message":{msg},"host":{{"name":"h"}}}}"#).into_bytes()
+    }
+
+    fn outcome(payload: &[u8], t: LogType) -> Result<Vec<(String, String)>, Rejection> {
+        let env = envelope(Some(payload), &limits())?;
+        let extra = match parse(payload, &env, Some(t), &limits(), NOW)? {
+            Record::Request(r) => r.extra,
+            Record::Interaction(r) => r.extra,
+            _ => Vec::new(),
+        };
+        Ok(extra
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect())
+    }
+
+    fn pair(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn a_multiline_request_keeps_its_stack_trace_as_the_last_extra() {
+        assert_eq!(
+            outcome(&multiline(LINE), LogType::Request).unwrap(),
+            vec![pair("region", "cn-north"), pair(CONTINUATION_KEY, STACK)]
+        );
+        // One-line events are as before.
+        let one = format!(r#"{{"message":{}}}"#, serde_json::to_string(LINE).unwrap());
+        assert_eq!(
+            outcome(one.as_bytes(), LogType::Request).unwrap(),
+            vec![pair("region", "cn-north")]
+        );
+        // The raw codec's multiline value too.
+        let bare = format!("{LINE}\n{STACK}\n");
+        assert_eq!(
+            outcome(bare.as_bytes(), LogType::Request).unwrap(),
+            vec![pair("region", "cn-north"), pair(CONTINUATION_KEY, STACK)]
+        );
+    }
+
+    #[test]
+    fn a_multiline_interaction_keeps_it_too() {
+        let line = "2026-11-21 10:00:00.123\tm-1\t4bf92f3577b34da6a3ce929d0e0e4736\t123456\tclick\tdwell_ms=5300";
+        assert_eq!(
+            outcome(&multiline(line), LogType::Interaction).unwrap(),
+            vec![pair("dwell_ms", "5300"), pair(CONTINUATION_KEY, STACK)]
+        );
+    }
+
+    #[test]
+    fn a_multiline_event_with_a_bad_first_line_is_that_line_s_dead_letter() {
+        let bad = LINE.replace("\t500\t", "\t5x0\t");
+        let rej = outcome(&multiline(&bad), LogType::Request).unwrap_err();
+        assert_eq!(
+            (rej.log_type, rej.reason),
+            (Some(LogType::Request), "bad_field")
+        );
+        assert_eq!(
+            rej.error,
+            "field `status` at byte 108: not an unsigned decimal integer"
+        );
+        let rej = outcome(&multiline("not a line"), LogType::Request).unwrap_err();
+        assert_eq!(rej.reason, "field_count");
+    }
+
+    #[test]
+    fn a_multiline_exposure_is_a_dead_letter_not_a_silent_loss() {
+        let line = "2026-11-21 10:00:00.456\tm-5f1c2d3e4a5b6c7d\t4bf92f3577b34da6a3ce929d0e0e4736\t123456\t1001\t880011\t990022\t3\tios\t1.85";
+        assert!(outcome(line.as_bytes(), LogType::Exposure).is_ok());
+        let rej = outcome(&multiline(line), LogType::Exposure).unwrap_err();
+        assert_eq!(
+            (rej.log_type, rej.reason, rej.error.as_str()),
+            (
+                Some(LogType::Exposure),
+                "unexpected_continuation",
+                "multiline event: 3 continuation line(s) after a valid exposure line, which has no extra field to keep them in"
+            )
+        );
+    }
 }

@@ -424,6 +424,12 @@ impl Worker {
                     .inc();
             }
             (Ok(rec), Some(env)) => {
+                if env.continuation.is_some() {
+                    self.metrics
+                        .multiline_rows
+                        .with_label_values(&[msg.topic()])
+                        .inc();
+                }
                 let dest = Dest::Table(table);
                 let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
                 let buf = b.push_row(pi, offset, meta.kafka_ts_ms, rec.event_ts_ms());

@@ -218,6 +218,7 @@ impl Generator {
         let env = Envelope {
             read_ts_ms: Some(ts + self.rng.random_range(1..=800)),
             message: Cow::Borrowed(line),
+            continuation: None,
             host: Some(Cow::Borrowed(&src.host)),
             file_path: Some(Cow::Borrowed(&src.path)),
             file_offset: Some(at),

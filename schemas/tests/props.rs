@@ -149,11 +149,14 @@ fn opt_str() -> impl Strategy<Value = Option<Cow<'static, str>>> {
 
 prop_compose! {
     fn envelope()(
-        read_ts_ms in prop::option::of(ts()), message in any::<String>(), host in opt_str(),
+        read_ts_ms in prop::option::of(ts()), message in "[^\r\n]*",
+        continuation in prop::option::of("[^\r\n](.|\n)*[^\r\n]|[^\r\n]"), host in opt_str(),
         file_path in opt_str(), file_offset in prop::option::of(any::<u64>()),
         log_type in opt_str(), idc in opt_str(),
     ) -> Envelope<'static> {
-        Envelope { read_ts_ms, message: cow(message), host, file_path, file_offset, log_type, idc, bare: false }
+        // A message is one line; a multiline event's other lines are its
+        // continuation (which has no trailing newline).
+        Envelope { read_ts_ms, message: cow(message), continuation: continuation.map(cow), host, file_path, file_offset, log_type, idc, bare: false }
     }
 }
 

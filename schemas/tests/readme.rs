@@ -161,6 +161,7 @@ fn envelope() -> Envelope<'static> {
     Envelope {
         read_ts_ms: Some(1_795_255_200_123),
         message: b("<the raw line>"),
+        continuation: None,
         host: Some(b("ad-web-017")),
         file_path: Some(b("/data/logs/adserver/trace.log")),
         file_offset: Some(812),
