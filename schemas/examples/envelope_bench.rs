@@ -34,6 +34,8 @@ static A: Counting = Counting;
 
 const LINE: &str = "2026-11-21 10:00:00.123\t4bf92f3577b34da6a3ce929d0e0e4736\t00f067aa0ba902b7\t\tad-gateway\t\t/v1/feed\t123456\t1001\t200\t12.75\tad-web-017\tyf\tregion=cn-north&ab=exp42";
 
+const STACK: &str = "java.lang.IllegalStateException: bid service timed out\n\tat com.example.ad.BidClient.call(BidClient.java:88)\n\tat com.example.ad.Gateway.feed(Gateway.java:41)";
+
 fn decode(value: &[u8]) -> u64 {
     let env = Envelope::parse(value).expect("envelope");
     let r = Request::parse(&env.message).expect("request line");
@@ -56,6 +58,19 @@ fn main() {
             ),
         ),
         ("bare line", LINE.to_string()),
+        (
+            "6.x log",
+            format!(
+                r#"{{"@timestamp":"2026-11-21T10:00:00.123Z","@metadata":{{"beat":"filebeat","type":"doc","version":"6.8.23","topic":"ad_request"}},"offset":812,"prospector":{{"type":"log"}},"input":{{"type":"log"}},"beat":{{"name":"ad-web-017","hostname":"ad-web-017","version":"6.8.23"}},"host":{{"name":"ad-web-017"}},"source":"/data/logs/adserver/trace.log","message":{msg}}}"#
+            ),
+        ),
+        (
+            "7.x multiline",
+            format!(
+                r#"{{"@timestamp":"2026-11-21T10:00:00.123Z","@metadata":{{"beat":"filebeat","type":"_doc","version":"7.17.18"}},"log":{{"offset":812,"file":{{"path":"/data/logs/adserver/trace.log"}},"flags":["multiline"]}},"message":{},"input":{{"type":"log"}},"host":{{"name":"ad-web-017"}},"agent":{{"type":"filebeat","version":"7.17.18","hostname":"ad-web-017"}}}}"#,
+                serde_json::to_string(&format!("{LINE}\n{STACK}")).unwrap()
+            ),
+        ),
     ];
     let n = 400_000u64;
     for (name, doc) in &forms {

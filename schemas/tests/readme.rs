@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use schemas::{Envelope, Exposure, Interaction, Joined, Request};
 
 const README: &str = include_str!("../README.md");
+const ENVELOPE_6X: &str = r#"{"@timestamp":"2026-11-21T10:00:00.123Z","@metadata":{"beat":"filebeat","type":"doc","version":"6.8.23","topic":"ad_request"},"offset":812,"prospector":{"type":"log"},"input":{"type":"log"},"beat":{"name":"ad-web-017","hostname":"ad-web-017","version":"6.8.23"},"host":{"name":"ad-web-017"},"source":"/data/logs/adserver/trace.log","message":"<the raw line>","fields":{"log_type":"request","idc":"yf"}}"#;
 
 const REQUEST_TSV: &str = "2026-11-21 10:00:00.123\t4bf92f3577b34da6a3ce929d0e0e4736\t00f067aa0ba902b7\t\tad-gateway\t\t/v1/feed\t123456\t1001\t200\t12.75\tad-web-017\tyf\tregion=cn-north&ab=exp42";
 const REQUEST_JSON: &str = r#"{"time":"2026-11-21 10:00:00.123","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","span_id":"00f067aa0ba902b7","parent_span_id":"","service":"ad-gateway","caller":"","api":"/v1/feed","uid":123456,"psid":1001,"status":200,"latency_ms":12.75,"host":"ad-web-017","idc":"yf","extra":{"region":"cn-north","ab":"exp42"}}"#;
@@ -73,6 +74,7 @@ fn literals_are_in_the_readme() {
         INTERACTION_TSV,
         JOINED_JSON,
         ENVELOPE,
+        ENVELOPE_6X,
     ] {
         assert!(
             README.lines().any(|l| l == lit),
@@ -180,6 +182,12 @@ fn envelope_example() {
     let mut out = String::new();
     envelope().write_json(&mut out);
     assert_eq!(out, ENVELOPE);
+}
+
+#[test]
+fn envelope_6x_example() {
+    // The same envelope as 8.x writes it: where the line came from is kept.
+    assert_eq!(Envelope::parse(ENVELOPE_6X.as_bytes()).unwrap(), envelope());
 }
 
 #[test]
