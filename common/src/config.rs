@@ -310,6 +310,10 @@ pub struct JoinerConfig {
     pub redis_stats_interval_s: u64,
     /// Prometheus `/metrics`; localhost unless you mean otherwise.
     pub metrics_listen: String,
+    /// When Redis lost the join state, the joiner re-reads the last
+    /// window_s + rebuild_slack_s of Kafka (by message timestamp) into it; the
+    /// slack covers consumer lag and events produced after their event time.
+    pub rebuild_slack_s: u64,
 }
 
 impl Default for JoinerConfig {
@@ -334,6 +338,7 @@ impl Default for JoinerConfig {
             max_message_bytes: 1 << 20,
             redis_stats_interval_s: 15,
             metrics_listen: "127.0.0.1:9102".into(),
+            rebuild_slack_s: 600,
         }
     }
 }

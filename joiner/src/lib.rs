@@ -6,11 +6,13 @@
 //! [`join`] (a batch's commands and what the replies mean), [`worker`] (the
 //! consumer thread: batches, retries, commits, rebalances), [`output`]
 //! (producing joined events), [`sweeper`] (unmatched events after the window),
-//! [`metrics`].
+//! [`rebuild`] (Redis losing state: detection, and the window re-read from
+//! Kafka), [`metrics`].
 
 pub mod join;
 pub mod metrics;
 pub mod output;
+pub mod rebuild;
 pub mod slice_sweeper;
 pub mod slices;
 pub mod state;
@@ -167,7 +169,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             interval,
             batch: cfg.joiner.sweep_batch.max(1),
             emit_topic,
-            token,
+            token: token.clone(),
         };
         rt.spawn(sweeper.run(shutdown.flag.clone()))
     } else {
@@ -181,7 +183,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             interval,
             batch: cfg.joiner.sweep_batch.max(1),
             emit_topic,
-            token,
+            token: token.clone(),
         };
         rt.spawn(sweeper.run(shutdown.flag.clone()))
     };
@@ -219,6 +221,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             shutdown: shutdown.flag.clone(),
             shutdown_at: shutdown.at.clone(),
             rt: rt.handle().clone(),
+            token: format!("{token}-{id}"),
         };
         threads.push(
             std::thread::Builder::new()

@@ -52,6 +52,15 @@ pub struct Metrics {
     pub redis_used_memory_bytes: IntGauge,
     pub sweeps: IntCounter,
     pub sweep_seconds: Histogram,
+    /// Redis losing the joiner's state, found by the guard, by reason
+    /// (`epoch_missing`: came back empty; `writes_lost`: acknowledged writes
+    /// gone; `epoch_missing_at_start`: no epoch at a thread's first batch).
+    pub redis_state_losses: IntCounterVec,
+    /// Partition windows re-read from Kafka into Redis (one per consumer thread and loss).
+    pub rebuilds: IntCounter,
+    /// Exposures and interactions re-read by rebuilds.
+    pub rebuild_events: IntCounter,
+    pub rebuild_seconds: Histogram,
 }
 
 impl Metrics {
@@ -157,6 +166,24 @@ impl Metrics {
                 "Duration of one sweeper pass",
                 exponential_buckets(0.001, 2.0, 14).expect("buckets"),
             ),
+            redis_state_losses: r.counter_vec(
+                "redis_state_losses_total",
+                "Redis found to have lost the joiner's state (epoch_missing, writes_lost, epoch_missing_at_start)",
+                &["reason"],
+            ),
+            rebuilds: r.counter(
+                "rebuilds_total",
+                "Rebuilds of partitions' join window from Kafka into Redis",
+            ),
+            rebuild_events: r.counter(
+                "rebuild_events_total",
+                "Exposures and interactions re-read from Kafka by rebuilds",
+            ),
+            rebuild_seconds: r.histogram(
+                "rebuild_seconds",
+                "Duration of one rebuild (Kafka re-read, Redis writes, joins produced)",
+                exponential_buckets(0.01, 2.0, 16).expect("buckets"),
+            ),
             registry: r.registry,
         };
         // Make the labelled series visible from the start (dashboards, alerts).
@@ -165,6 +192,9 @@ impl Metrics {
             m.out_of_window.with_label_values(&[side]);
             m.unmatched.with_label_values(&[side]);
             m.unmatched_unknown.with_label_values(&[side]);
+        }
+        for reason in ["epoch_missing", "epoch_missing_at_start", "writes_lost"] {
+            m.redis_state_losses.with_label_values(&[reason]);
         }
         m
     }

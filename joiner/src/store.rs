@@ -48,6 +48,14 @@ impl Commands {
         self.slots.len()
     }
 
+    /// Appends `other`'s commands (same round trip).
+    pub fn append(&mut self, other: Commands) {
+        for (cmd, slot) in other.pipe.cmd_iter().zip(other.slots) {
+            self.pipe.add_command(cmd.clone());
+            self.slots.push(slot);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
@@ -404,6 +412,21 @@ impl Store {
                     warn!(error = %format!("{e:#}"), "refreshing the Redis Cluster slot map failed")
                 }
             }
+        }
+    }
+
+    /// The Redis-loss guard's hash tags ([`crate::rebuild`]): one node, one
+    /// tag; a cluster, one per master, in a slot that master serves.
+    pub async fn guard_tags(&self) -> Vec<String> {
+        match &self.conn {
+            Conn::Single(_) => vec!["g".to_string()],
+            Conn::Cluster { map, .. } => map
+                .lock()
+                .await
+                .masters
+                .iter()
+                .map(|(_, _, slot)| crate::rebuild::tag_for_slot(*slot))
+                .collect(),
         }
     }
 

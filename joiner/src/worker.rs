@@ -42,8 +42,9 @@ use tracing::{debug, info, warn};
 
 use crate::join::{Event, JoinParams};
 use crate::metrics::Metrics;
-use crate::output::Output;
-use crate::store::Store;
+use crate::output::{OutRecord, Output};
+use crate::rebuild::{self, Guard, GuardKeys, GuardReply, Loss};
+use crate::store::{Commands, Store, StoreError};
 
 type Tp = (Arc<str>, i32);
 
@@ -63,6 +64,8 @@ pub struct Shared {
     inflight: AtomicBool,
     events: Mutex<Vec<Rebal>>,
     metrics: Metrics,
+    /// This thread's Redis-loss guard (see [`crate::rebuild`]).
+    guard: Guard,
 }
 
 enum Rebal {
@@ -84,6 +87,29 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// The partitions owned now, sorted (the guard reads their markers).
+    fn owned_tps(&self) -> Vec<Tp> {
+        let mut v: Vec<Tp> = self
+            .owned
+            .lock()
+            .expect("owned lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The next offset known processed (acknowledged) of `tp`, if any.
+    fn acked_next(&self, tp: &Tp) -> Option<i64> {
+        self.acked
+            .lock()
+            .expect("acked lock")
+            .get(tp)
+            .map(|e| e.0)
+            .filter(|n| *n >= 0)
     }
 
     fn still_owned(&self, offsets: &HashMap<Tp, (i64, u64)>) -> bool {
@@ -216,6 +242,8 @@ struct Batch {
 struct PartBatch {
     events: Vec<Event>,
     messages: usize,
+    /// The batch's first offset of the partition (a rebuild re-reads up to it).
+    first: i64,
     next: i64,
     gen: u64,
 }
@@ -242,18 +270,21 @@ impl Batch {
     fn seal(self) -> Sealed {
         let mut events = Vec::with_capacity(self.parts.values().map(|p| p.events.len()).sum());
         let mut offsets = HashMap::with_capacity(self.parts.len());
+        let mut firsts = HashMap::with_capacity(self.parts.len());
         for (tp, p) in self.parts {
             events.extend(p.events);
-            offsets.insert(tp, (p.next, p.gen));
+            offsets.insert(tp.clone(), (p.next, p.gen));
+            firsts.insert(tp, p.first);
         }
         // Exposures first: an interaction whose exposure is in the same batch
         // then finds it instead of being parked (the join is symmetric, so the
         // result is the same either way; this only saves park-list writes).
         // The sort is stable: each side keeps its partition order.
-        events.sort_by_key(|e| matches!(e, Event::Interaction(_)));
+        exposures_first(&mut events);
         Sealed {
             events,
             offsets,
+            firsts,
             messages: self.messages,
         }
     }
@@ -263,7 +294,14 @@ impl Batch {
 struct Sealed {
     events: Vec<Event>,
     offsets: HashMap<Tp, (i64, u64)>,
+    /// First offset per partition.
+    firsts: HashMap<Tp, i64>,
     messages: usize,
+}
+
+/// Exposures first, each side in its order (stable sort).
+fn exposures_first(events: &mut [Event]) {
+    events.sort_by_key(|e| matches!(e, Event::Interaction(_)));
 }
 
 /// Everything a consumer thread needs.
@@ -278,6 +316,8 @@ pub struct Worker {
     /// When the shutdown began (ms since the epoch; 0 = running).
     pub shutdown_at: Arc<AtomicU64>,
     pub rt: Handle,
+    /// Names this thread's Redis-loss guard sequence (unique per process and thread).
+    pub token: String,
 }
 
 /// What the batch task reports.
@@ -294,7 +334,12 @@ impl Worker {
             inflight: AtomicBool::new(false),
             events: Mutex::new(Vec::new()),
             metrics: self.metrics.clone(),
+            guard: Guard::new(
+                GuardKeys::new(&self.cfg.joiner.key_prefix),
+                self.token.clone(),
+            ),
         });
+        let cfg = Arc::new(self.cfg.clone());
         let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.joiner_group);
         cc.set("statistics.interval.ms", "5000")
             .set("queued.max.messages.kbytes", "16384")
@@ -373,7 +418,7 @@ impl Worker {
                 }
                 if collecting.messages > 0 {
                     let batch = std::mem::replace(&mut collecting, Batch::new());
-                    inflight = Some(self.spawn_batch(batch.seal(), &shared));
+                    inflight = Some(self.spawn_batch(batch.seal(), &shared, &cfg));
                 } else {
                     collecting = Batch::new();
                 }
@@ -443,6 +488,7 @@ impl Worker {
         let part = batch.parts.entry(tp).or_insert_with(|| PartBatch {
             events: Vec::new(),
             messages: 0,
+            first: offset,
             next: -1,
             gen,
         });
@@ -560,7 +606,12 @@ impl Worker {
         }
     }
 
-    fn spawn_batch(&self, batch: Sealed, shared: &Arc<Shared>) -> oneshot::Receiver<Done> {
+    fn spawn_batch(
+        &self,
+        batch: Sealed,
+        shared: &Arc<Shared>,
+        cfg: &Arc<Config>,
+    ) -> oneshot::Receiver<Done> {
         let (tx, rx) = oneshot::channel();
         shared.inflight.store(true, Ordering::Release);
         self.metrics.batch_messages.observe(batch.messages as f64);
@@ -573,6 +624,7 @@ impl Worker {
             grace: Duration::from_secs(self.cfg.joiner.shutdown_grace_s),
             retry_min: Duration::from_millis(self.cfg.joiner.retry_min_ms),
             retry_max: Duration::from_millis(self.cfg.joiner.retry_max_ms),
+            cfg: cfg.clone(),
         };
         let shared = shared.clone();
         self.rt.spawn(async move {
@@ -596,6 +648,16 @@ struct BatchCtx {
     grace: Duration,
     retry_min: Duration,
     retry_max: Duration,
+    cfg: Arc<Config>,
+}
+
+/// Partitions whose window must be written again, with the epoch per guard tag.
+struct Stale {
+    tps: Vec<Tp>,
+    epochs: Vec<(String, Vec<u8>)>,
+    /// The loss found by this thread (`None`: markers of another epoch,
+    /// e.g. another joiner found the loss, or the first start on this Redis).
+    loss: Option<Loss>,
 }
 
 impl BatchCtx {
@@ -607,29 +669,43 @@ impl BatchCtx {
         expired || (!batch.offsets.is_empty() && !shared.still_owned(&batch.offsets))
     }
 
-    /// Redis pipeline then produce, each retried with backoff until it
-    /// succeeds. `false` if abandoned (see [`give_up`](Self::give_up)).
+    /// Redis pipeline (with the Redis-loss guard; a loss first rebuilds the
+    /// window) then produce, each retried with backoff until it succeeds.
+    /// `false` if abandoned (see [`give_up`](Self::give_up)).
     async fn process(&self, batch: &Sealed, shared: &Shared) -> bool {
         let mut backoff = Backoff::new(self.retry_min, self.retry_max);
-        let mut records = loop {
-            match self.redis_stage(&batch.events).await {
-                Ok(records) => break records,
-                Err(e) => {
-                    self.metrics
-                        .batch_retries
-                        .with_label_values(&["redis"])
-                        .inc();
-                    if self.give_up(batch, shared) {
-                        return false;
-                    }
-                    let d = backoff.next_delay();
-                    warn!(error = %e, retry_in_ms = d.as_millis() as u64, attempt = backoff.attempts(),
-                          "Redis step of a batch failed; retrying the batch");
-                    tokio::time::sleep(d).await;
+        let records = loop {
+            let tags = self.store.guard_tags().await;
+            let tps = shared.owned_tps();
+            let res = match self.redis_stage(&batch.events, shared, &tags, &tps).await {
+                Ok((records, guard)) => match self.check_guard(shared, &tags, &tps, &guard).await {
+                    Ok(None) => break records,
+                    // Rebuilt: run the batch again on the rebuilt state.
+                    Ok(Some(stale)) => self.rebuild(batch, shared, &tags, stale).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                self.metrics
+                    .batch_retries
+                    .with_label_values(&["redis"])
+                    .inc();
+                if self.give_up(batch, shared) {
+                    return false;
                 }
+                let d = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = d.as_millis() as u64, attempt = backoff.attempts(),
+                      "Redis step of a batch failed; retrying the batch");
+                tokio::time::sleep(d).await;
             }
         };
-        backoff.reset();
+        self.produce(records, batch, shared).await
+    }
+
+    /// Produces `records`, retrying the failed ones with backoff; `false` if abandoned.
+    async fn produce(&self, mut records: Vec<OutRecord>, batch: &Sealed, shared: &Shared) -> bool {
+        let mut backoff = Backoff::new(self.retry_min, self.retry_max);
         while !records.is_empty() {
             records = self.output.send_all(records).await;
             if records.is_empty() {
@@ -653,15 +729,219 @@ impl BatchCtx {
         true
     }
 
+    /// Judges the guard's replies: `Some` when partitions must be rebuilt
+    /// (after setting a new epoch if this thread found the loss).
+    async fn check_guard(
+        &self,
+        shared: &Shared,
+        tags: &[String],
+        tps: &[Tp],
+        replies: &[GuardReply],
+    ) -> Result<Option<Stale>, StoreError> {
+        let losses = shared.guard.observe(tags, replies);
+        let mut epochs = Vec::with_capacity(tags.len());
+        let mut found = None;
+        for ((tag, r), loss) in tags.iter().zip(replies).zip(losses) {
+            let epoch = match (loss, &r.epoch) {
+                (None, Some(e)) => e.clone(),
+                (loss, seen) => {
+                    let loss = loss.unwrap_or(Loss::EpochMissingAtStart);
+                    found = Some(loss);
+                    self.metrics
+                        .redis_state_losses
+                        .with_label_values(&[loss.as_str()])
+                        .inc();
+                    let key = shared.guard.keys.epoch(tag);
+                    let mut cas = redis::cmd("EVAL");
+                    cas.arg(rebuild::EPOCH_CAS_LUA)
+                        .arg(1)
+                        .arg(&key)
+                        .arg(rebuild::new_epoch())
+                        .arg(seen.as_deref().unwrap_or_default());
+                    let mut c = Commands::new();
+                    c.push(key.as_bytes(), cas);
+                    let epoch = match self.store.exec(&c).await?.pop() {
+                        Some(redis::Value::BulkString(b)) => b,
+                        other => {
+                            return Err(StoreError {
+                                kind: "redis",
+                                detail: format!("epoch check-and-set returned {other:?}"),
+                            })
+                        }
+                    };
+                    let epoch_s = String::from_utf8_lossy(&epoch);
+                    if loss == Loss::EpochMissingAtStart {
+                        info!(tag = %tag, epoch = %epoch_s,
+                              "no Redis epoch yet (first start on this Redis, or it lost its state while no joiner ran): rebuilding the window from Kafka");
+                    } else {
+                        warn!(reason = loss.as_str(), tag = %tag, epoch = %epoch_s,
+                              "Redis lost the joiner's state: rebuilding the window from Kafka");
+                    }
+                    epoch
+                }
+            };
+            epochs.push((tag.clone(), epoch));
+        }
+        let mut stale: Vec<usize> = Vec::new();
+        for ((_, epoch), r) in epochs.iter().zip(replies) {
+            stale.extend(rebuild::stale(epoch, &r.rebuilt));
+        }
+        stale.sort_unstable();
+        stale.dedup();
+        if stale.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Stale {
+            tps: stale.into_iter().map(|i| tps[i].clone()).collect(),
+            epochs,
+            loss: found,
+        }))
+    }
+
+    /// Re-reads the stale partitions' last window + slack from Kafka into
+    /// Redis, producing the joins found, then marks them rebuilt under the
+    /// epoch. An `Err` (Redis lost again, Kafka failing, abandoned) is
+    /// retried by the caller, which finds the partitions still stale.
+    async fn rebuild(
+        &self,
+        batch: &Sealed,
+        shared: &Shared,
+        tags: &[String],
+        stale: Stale,
+    ) -> Result<(), StoreError> {
+        let t0 = Instant::now();
+        let slack_ms = self.cfg.joiner.rebuild_slack_s as i64 * 1000;
+        let from_ms = rebuild::rebuild_from_ms(now_ms(), self.join.window_ms, slack_ms);
+        // Up to what this joiner processed: acknowledged batches and the
+        // batch that found the loss (run again afterwards); the group's
+        // committed offset is the floor (read by the reader).
+        let upto: HashMap<Tp, i64> = stale
+            .tps
+            .iter()
+            .map(|tp| {
+                let a = shared.acked_next(tp).unwrap_or(-1);
+                let f = batch.firsts.get(tp).copied().unwrap_or(-1);
+                (tp.clone(), a.max(f))
+            })
+            .collect();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Event>>(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (cfg, tps, stop) = (self.cfg.clone(), stale.tps.clone(), stop.clone());
+            let chunk = self.cfg.joiner.batch_max.max(1);
+            tokio::task::spawn_blocking(move || {
+                rebuild::read_window(&cfg, &tps, &upto, from_ms, chunk, &tx, &stop)
+            })
+        };
+        let abort = |stop: &AtomicBool, kind: &'static str, detail: String| {
+            stop.store(true, Ordering::Release);
+            StoreError { kind, detail }
+        };
+        let mut joined = 0usize;
+        while let Some(mut events) = rx.recv().await {
+            exposures_first(&mut events);
+            let mut backoff = Backoff::new(self.retry_min, self.retry_max);
+            let records = loop {
+                match self.redis_stage(&events, shared, tags, &[]).await {
+                    Ok((records, guard)) => {
+                        let losses = shared.guard.observe(tags, &guard);
+                        let moved = stale
+                            .epochs
+                            .iter()
+                            .zip(&guard)
+                            .any(|((_, e), r)| r.epoch.as_deref() != Some(e.as_slice()));
+                        if losses.iter().any(Option::is_some) || moved {
+                            return Err(abort(
+                                &stop,
+                                "lost",
+                                "Redis lost state again (or a new epoch) during the rebuild".into(),
+                            ));
+                        }
+                        break records;
+                    }
+                    Err(e) => {
+                        if self.give_up(batch, shared) {
+                            return Err(abort(&stop, e.kind, e.detail));
+                        }
+                        let d = backoff.next_delay();
+                        warn!(error = %e, retry_in_ms = d.as_millis() as u64, "Redis step of the rebuild failed; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                }
+            };
+            joined += records.len();
+            if !self.produce(records, batch, shared).await {
+                return Err(abort(&stop, "abandoned", "rebuild abandoned".into()));
+            }
+        }
+        let stats = match reader.await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => {
+                return Err(StoreError {
+                    kind: "kafka",
+                    detail: format!("rebuild read: {e:#}"),
+                })
+            }
+            Err(e) => {
+                return Err(StoreError {
+                    kind: "kafka",
+                    detail: format!("rebuild reader: {e}"),
+                })
+            }
+        };
+        let mut marks = Commands::new();
+        for (tag, epoch) in &stale.epochs {
+            for tp in &stale.tps {
+                let k = shared.guard.keys.rebuilt(tag, tp);
+                let mut set = redis::cmd("SET");
+                set.arg(&k).arg(epoch.as_slice());
+                marks.push(k.as_bytes(), set);
+            }
+        }
+        self.store.exec(&marks).await?;
+        let secs = t0.elapsed().as_secs_f64();
+        self.metrics.rebuilds.inc();
+        self.metrics.rebuild_events.inc_by(stats.events);
+        self.metrics.rebuild_seconds.observe(secs);
+        info!(
+            reason = stale.loss.map_or("stale_marker", Loss::as_str),
+            partitions = ?fmt_tps(&stale.tps),
+            from_ms,
+            messages = stats.messages,
+            events = stats.events,
+            joined,
+            by_time = stats.by_time,
+            seconds = format!("{secs:.3}"),
+            "Redis state rebuilt from Kafka"
+        );
+        Ok(())
+    }
+
+    /// The batch's Redis work and the Redis-loss guard: appended to the
+    /// pipeline (Lua protocol), or one round trip after the batch's own.
     async fn redis_stage(
         &self,
         events: &[Event],
-    ) -> Result<Vec<crate::output::OutRecord>, crate::store::StoreError> {
+        shared: &Shared,
+        tags: &[String],
+        tps: &[Tp],
+    ) -> Result<(Vec<OutRecord>, Vec<GuardReply>), StoreError> {
+        let mut guard = Commands::new();
+        let n = rebuild::push_commands(
+            &shared.guard.keys,
+            tags,
+            &shared.guard.token,
+            tps,
+            &mut guard,
+        );
+        let guarded =
+            |replies: &[redis::Value]| rebuild::parse_replies(tags.len(), tps.len(), replies);
         if events.is_empty() {
-            return Ok(Vec::new());
+            let r = self.store.exec(&guard).await?;
+            return Ok((Vec::new(), guarded(&r)?));
         }
         if self.join.protocol == crate::join::Protocol::Slices {
-            return self
+            let records = self
                 .join
                 .slices
                 .run(
@@ -671,13 +951,22 @@ impl BatchCtx {
                     &self.join.joined_topic,
                     &self.metrics,
                 )
-                .await;
+                .await?;
+            let r = self.store.exec(&guard).await?;
+            return Ok((records, guarded(&r)?));
         }
-        let cmds = self.join.commands(events, now_ms());
+        let mut cmds = self.join.commands(events, now_ms());
+        let piggyback = !self.join.naive;
+        if piggyback {
+            if let Some(last) = cmds.last_mut() {
+                last.append(guard);
+                guard = Commands::new();
+            }
+        }
         let mut replies = Vec::new();
-        let mut n = 0;
+        let mut total = 0;
         for c in &cmds {
-            n += c.len();
+            total += c.len();
             let t0 = Instant::now();
             let r = self.store.exec(c).await;
             self.metrics
@@ -685,8 +974,15 @@ impl BatchCtx {
                 .observe(t0.elapsed().as_secs_f64());
             replies.extend(r?);
         }
-        self.metrics.redis_commands_per_batch.observe(n as f64);
-        Ok(self.join.outcome(events, &replies, &self.metrics))
+        if !guard.is_empty() {
+            replies.extend(self.store.exec(&guard).await?);
+        }
+        self.metrics.redis_commands_per_batch.observe(total as f64);
+        let g = replies.split_off(replies.len().saturating_sub(n));
+        Ok((
+            self.join.outcome(events, &replies, &self.metrics),
+            guarded(&g)?,
+        ))
     }
 }
 

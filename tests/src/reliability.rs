@@ -211,13 +211,16 @@ pub fn signal(pid: u32, sig: &str) {
 }
 
 /// A `redis-server` of a test's own with AOF and `appendfsync always`, so a
-/// kill -9 loses nothing Redis acknowledged (joiner/README.md, "Operating Redis").
+/// kill -9 loses nothing Redis acknowledged (joiner/README.md, "Operating Redis"),
+/// or ([`OwnRedis::start_volatile`]) with no persistence at all.
 pub struct OwnRedis {
     child: Option<std::process::Child>,
     pub port: u16,
     dir: PathBuf,
     /// `--requirepass` (then PING needs AUTH: readiness is checked by the log).
     password: Option<String>,
+    /// AOF on; off: no AOF and no RDB, a restart comes back empty.
+    persist: bool,
 }
 
 impl OwnRedis {
@@ -225,8 +228,17 @@ impl OwnRedis {
         Self::start_with_password(tag, None)
     }
 
+    /// No AOF, no RDB: every restart comes back empty (Redis as a cache).
+    pub fn start_volatile(tag: &str) -> OwnRedis {
+        Self::start_opts(tag, None, false)
+    }
+
     /// With `requirepass`: clients must authenticate.
     pub fn start_with_password(tag: &str, password: Option<&str>) -> OwnRedis {
+        Self::start_opts(tag, password, true)
+    }
+
+    fn start_opts(tag: &str, password: Option<&str>, persist: bool) -> OwnRedis {
         let dir = workspace_root()
             .join("target")
             .join("reliability")
@@ -238,6 +250,7 @@ impl OwnRedis {
             port: free_port(),
             dir,
             password: password.map(str::to_string),
+            persist,
         };
         r.up();
         r
@@ -250,7 +263,11 @@ impl OwnRedis {
     pub fn up(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .args(if self.persist {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "no"]
+            })
             .args(["--save", ""])
             .args(
                 self.password

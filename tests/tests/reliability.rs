@@ -248,6 +248,53 @@ async fn redis_restart(s: Scale) {
     o.assert_exact();
 }
 
+/// Redis with no persistence at all (no AOF, no RDB) is killed mid-stream
+/// and comes back empty: the joiner must notice that Redis lost its state
+/// (the epoch key is gone) and rebuild the window from Kafka, so the joined
+/// ids stay exactly the expected pairs (joiner/README.md, "Redis loss").
+async fn redis_volatile_restart(s: Scale) {
+    let repeats = s.repeats.min(3);
+    // Short outages: every restart lands while the generator still sends.
+    let outage = s.outage / 3;
+    let name = format!(
+        "Redis (no persistence) killed, down {} s, restarted empty ×{repeats}{}",
+        outage.as_secs(),
+        s.tag
+    );
+    let mut redis = block(|| OwnRedis::start_volatile("relvol"));
+    let mut cfg = pipeline_config("rel_redis_vol");
+    cfg.redis.url = redis.url();
+    let rebuilt = |pl: &Pipeline| {
+        pl.log_lines("joiner", "Redis state rebuilt from Kafka")
+            .iter()
+            .filter(|l| l.contains("reason=\"epoch_missing\"") && !l.contains(" events=0 "))
+            .count()
+    };
+    let mut counts = Vec::new();
+    let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
+        for _ in 0..repeats {
+            wait_joined(pl, 1);
+            let before = rebuilt(pl);
+            redis.kill9();
+            pl.hold(outage);
+            redis.up();
+            pl.recovered("joined", Duration::from_secs(60));
+            counts.push((before, rebuilt(pl)));
+        }
+    })
+    .await;
+    o.assert_exact();
+    // Each restart was found (the epoch key gone) and repaired by a rebuild
+    // that re-read events (every consumer thread rebuilds its partitions).
+    for (i, (before, after)) in counts.iter().enumerate() {
+        assert!(
+            after > before,
+            "no rebuild after restart {}: {counts:?}",
+            i + 1
+        );
+    }
+}
+
 /// The broker process hangs (SIGSTOP) for the outage and resumes (SIGCONT):
 /// every client's connection stalls, nothing is refused, and the broker keeps
 /// its (in-memory) data — what a long GC pause, a frozen VM or a network
@@ -379,6 +426,11 @@ async fn clickhouse_slow_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_exact() {
     redis_restart(CI).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_persistence_restarted_empty_exact() {
+    redis_volatile_restart(CI).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
