@@ -50,6 +50,9 @@ pub mod manifest;
 pub mod model;
 pub mod params;
 pub mod producer;
+pub mod replay;
+pub mod rewrite;
+pub mod shadow;
 pub mod verify;
 
 pub use bad::BadKind;
@@ -57,6 +60,8 @@ pub use generator::{Generator, Kind, Message};
 pub use manifest::{ExpectedPair, Manifest, ManifestBuilder};
 pub use params::Params;
 pub use producer::{dry_run, manifest_only, produce, SendOptions};
+pub use replay::{replay, Pace, ReplayManifest, ReplayOptions};
+pub use rewrite::Rewrite;
 
 #[cfg(test)]
 mod tests;

@@ -213,74 +213,107 @@ impl ManifestBuilder {
 
     /// Records one message (call in stream order).
     pub fn observe(&mut self, m: &Message) {
-        let tc = &mut self.per_type[type_index(m.log_type)];
+        match &m.kind {
+            Kind::Bad(kind) => self.observe_bad(
+                m.log_type,
+                m.value.len(),
+                m.bare,
+                kind.reason(),
+                Some(kind.name()),
+            ),
+            Kind::Good(line) => self.observe_good(m.seq, m.log_type, m.value.len(), m.bare, line),
+        }
+    }
+
+    fn count(&mut self, topic_type: LogType, bytes: usize, bare: bool) -> usize {
+        let i = type_index(topic_type);
+        let tc = &mut self.per_type[i];
         for c in [&mut self.totals, &mut tc.counts] {
             c.messages += 1;
-            c.bytes += m.value.len() as u64;
-            c.bare += u64::from(m.bare);
+            c.bytes += bytes as u64;
+            c.bare += u64::from(bare);
         }
-        match &m.kind {
-            Kind::Bad(kind) => {
-                self.totals.bad += 1;
-                tc.counts.bad += 1;
-                *tc.bad_by_reason.entry(kind.reason().into()).or_default() += 1;
-                *self.bad_by_reason.entry(kind.reason().into()).or_default() += 1;
-                *self.bad_by_kind.entry(kind.name().into()).or_default() += 1;
+        i
+    }
+
+    /// Records a bad message of `bytes` sent to the topic of `topic_type`, by
+    /// the reason the pipeline must report (a replayed one has a reason but
+    /// no generator [`crate::BadKind`]: `kind` is `None`).
+    pub fn observe_bad(
+        &mut self,
+        topic_type: LogType,
+        bytes: usize,
+        bare: bool,
+        reason: &str,
+        kind: Option<&str>,
+    ) {
+        let i = self.count(topic_type, bytes, bare);
+        let tc = &mut self.per_type[i];
+        self.totals.bad += 1;
+        tc.counts.bad += 1;
+        *tc.bad_by_reason.entry(reason.into()).or_default() += 1;
+        *self.bad_by_reason.entry(reason.into()).or_default() += 1;
+        if let Some(kind) = kind {
+            *self.bad_by_kind.entry(kind.into()).or_default() += 1;
+        }
+    }
+
+    /// Records a good message carrying `line`, the `seq`-th of the stream.
+    pub fn observe_good(
+        &mut self,
+        seq: u64,
+        topic_type: LogType,
+        bytes: usize,
+        bare: bool,
+        line: &Line,
+    ) {
+        let i = self.count(topic_type, bytes, bare);
+        let tc = &mut self.per_type[i];
+        self.totals.good += 1;
+        tc.counts.good += 1;
+        let ts = line.ts_ms();
+        let s = &mut self.stats;
+        s.first_event_ts_ms = Some(s.first_event_ts_ms.map_or(ts, |f| f.min(ts)));
+        s.last_event_ts_ms = Some(s.last_event_ts_ms.map_or(ts, |l| l.max(ts)));
+        match line {
+            Line::Request(r) => {
+                s.request_lines += 1;
+                s.traces += u64::from(r.parent_span_id.is_empty());
+                self.uids.insert(r.uid);
             }
-            Kind::Good(line) => {
-                self.totals.good += 1;
-                tc.counts.good += 1;
-                let ts = line.ts_ms();
-                let s = &mut self.stats;
-                s.first_event_ts_ms = Some(s.first_event_ts_ms.map_or(ts, |f| f.min(ts)));
-                s.last_event_ts_ms = Some(s.last_event_ts_ms.map_or(ts, |l| l.max(ts)));
-                match line {
-                    Line::Request(r) => {
-                        s.request_lines += 1;
-                        s.traces += u64::from(r.parent_span_id.is_empty());
-                        self.uids.insert(r.uid);
+            Line::Exposure(e) => {
+                s.exposures += 1;
+                self.uids.insert(e.uid);
+                let mut st = ExposureState {
+                    exposure: e.clone(),
+                    seq,
+                    any_interaction: false,
+                    joined: false,
+                };
+                for (i, iseq) in self.waiting.remove(e.mark_id.as_ref()).unwrap_or_default() {
+                    Self::pair(
+                        &self.params,
+                        &mut self.stats,
+                        &mut self.pairs,
+                        &mut st,
+                        &i,
+                        iseq,
+                    );
+                }
+                self.exposures.insert(e.mark_id.to_string(), st);
+            }
+            Line::Interaction(i) => {
+                s.interactions += 1;
+                self.uids.insert(i.uid);
+                match self.exposures.get_mut(i.mark_id.as_ref()) {
+                    Some(st) => {
+                        Self::pair(&self.params, &mut self.stats, &mut self.pairs, st, i, seq)
                     }
-                    Line::Exposure(e) => {
-                        s.exposures += 1;
-                        self.uids.insert(e.uid);
-                        let mut st = ExposureState {
-                            exposure: e.clone(),
-                            seq: m.seq,
-                            any_interaction: false,
-                            joined: false,
-                        };
-                        for (i, iseq) in self.waiting.remove(e.mark_id.as_ref()).unwrap_or_default()
-                        {
-                            Self::pair(
-                                &self.params,
-                                &mut self.stats,
-                                &mut self.pairs,
-                                &mut st,
-                                &i,
-                                iseq,
-                            );
-                        }
-                        self.exposures.insert(e.mark_id.to_string(), st);
-                    }
-                    Line::Interaction(i) => {
-                        s.interactions += 1;
-                        self.uids.insert(i.uid);
-                        match self.exposures.get_mut(i.mark_id.as_ref()) {
-                            Some(st) => Self::pair(
-                                &self.params,
-                                &mut self.stats,
-                                &mut self.pairs,
-                                st,
-                                i,
-                                m.seq,
-                            ),
-                            None => self
-                                .waiting
-                                .entry(i.mark_id.to_string())
-                                .or_default()
-                                .push((i.clone(), m.seq)),
-                        }
-                    }
+                    None => self
+                        .waiting
+                        .entry(i.mark_id.to_string())
+                        .or_default()
+                        .push((i.clone(), seq)),
                 }
             }
         }

@@ -141,13 +141,14 @@ async fn topic_partitions(
 
 /// A finished delivery: topic index, attempt, the report (`Err(())` when the
 /// producer went away before reporting).
-type Done = (usize, u32, Result<OwnedDeliveryResult, ()>);
+type Done = (usize, Option<i32>, u32, Result<OwnedDeliveryResult, ()>);
 
 /// A delivery future tagged with what is needed to count or retry it (no
 /// boxing: one of these per message in flight).
 struct Tagged {
     delivery: DeliveryFuture,
     idx: usize,
+    partition: Option<i32>,
     attempt: u32,
 }
 
@@ -156,34 +157,66 @@ impl Future for Tagged {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Done> {
         Pin::new(&mut self.delivery)
             .poll(cx)
-            .map(|r| (self.idx, self.attempt, r.map_err(|_| ())))
+            .map(|r| (self.idx, self.partition, self.attempt, r.map_err(|_| ())))
     }
 }
 
-struct Sender {
+/// A message to send again: topic index, key, payload, partition, attempt.
+type Retry = (usize, Option<Vec<u8>>, Vec<u8>, Option<i32>, u32);
+
+/// Sends to the three input topics with many deliveries in flight, counting
+/// and retrying failures (shared by the generator and `replay`).
+pub(crate) struct Sender {
     producer: FutureProducer,
     topics: [String; 3],
     inflight: FuturesUnordered<Tagged>,
-    retries: VecDeque<(usize, Vec<u8>, Vec<u8>, u32)>,
-    acked: u64,
-    failed: u64,
+    retries: VecDeque<Retry>,
+    pub(crate) acked: u64,
+    pub(crate) failed: u64,
     retried: u64,
     first_error: Option<String>,
     partitions: [BTreeMap<i32, u64>; 3],
 }
 
 impl Sender {
-    /// Enqueues one message, waiting for room when librdkafka's queue is full.
-    async fn send(&mut self, idx: usize, key: &[u8], payload: &[u8], attempt: u32) {
+    pub(crate) fn new(producer: FutureProducer, topics: [String; 3]) -> Sender {
+        Sender {
+            producer,
+            topics,
+            inflight: FuturesUnordered::new(),
+            retries: VecDeque::new(),
+            acked: 0,
+            failed: 0,
+            retried: 0,
+            first_error: None,
+            partitions: Default::default(),
+        }
+    }
+
+    /// Enqueues one message (to `partition`, or where the partitioner puts
+    /// its key), waiting for room when librdkafka's queue is full.
+    pub(crate) async fn send(
+        &mut self,
+        idx: usize,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        partition: Option<i32>,
+        attempt: u32,
+    ) {
         loop {
-            let rec = FutureRecord::to(&self.topics[idx])
-                .key(key)
-                .payload(payload);
+            let mut rec = FutureRecord::<[u8], [u8]>::to(&self.topics[idx]).payload(payload);
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            if let Some(p) = partition {
+                rec = rec.partition(p);
+            }
             match self.producer.send_result(rec) {
                 Ok(f) => {
                     self.inflight.push(Tagged {
                         delivery: f,
                         idx,
+                        partition,
                         attempt,
                     });
                     return;
@@ -210,7 +243,7 @@ impl Sender {
         }
     }
 
-    fn complete(&mut self, (idx, attempt, r): Done) {
+    fn complete(&mut self, (idx, partition, attempt, r): Done) {
         match r {
             Ok(Ok(d)) => {
                 self.acked += 1;
@@ -222,8 +255,9 @@ impl Sender {
                     self.retried += 1;
                     self.retries.push_back((
                         idx,
-                        msg.key().unwrap_or_default().to_vec(),
+                        msg.key().map(<[u8]>::to_vec),
                         msg.payload().unwrap_or_default().to_vec(),
+                        partition,
                         attempt + 1,
                     ));
                 } else {
@@ -237,15 +271,67 @@ impl Sender {
         }
     }
 
-    fn complete_ready(&mut self) {
+    pub(crate) fn complete_ready(&mut self) {
         while let Some(Some(d)) = self.inflight.next().now_or_never() {
             self.complete(d);
         }
     }
 
     async fn send_retries(&mut self) {
-        while let Some((idx, key, payload, attempt)) = self.retries.pop_front() {
-            self.send(idx, &key, &payload, attempt).await;
+        while let Some((idx, key, payload, partition, attempt)) = self.retries.pop_front() {
+            self.send(idx, key.as_deref(), &payload, partition, attempt)
+                .await;
+        }
+    }
+
+    /// After a send: waits while `max_in_flight` deliveries are outstanding
+    /// and re-sends failed ones.
+    pub(crate) async fn throttle(&mut self, max_in_flight: usize) {
+        while self.inflight.len() >= max_in_flight.max(1) {
+            if let Some(d) = self.inflight.next().await {
+                self.complete(d);
+            }
+        }
+        if !self.retries.is_empty() {
+            self.send_retries().await;
+        }
+    }
+
+    /// Waits for every outstanding delivery (and its retries); `tick` runs
+    /// about every 500 ms meanwhile.
+    pub(crate) async fn drain(&mut self, mut tick: impl FnMut(&Sender)) {
+        while !self.inflight.is_empty() || !self.retries.is_empty() {
+            self.send_retries().await;
+            if let Ok(Some(d)) =
+                tokio::time::timeout(Duration::from_millis(500), self.inflight.next()).await
+            {
+                self.complete(d);
+                self.complete_ready();
+            }
+            tick(self);
+        }
+    }
+
+    /// The delivery report of a run that sent `bytes` in `elapsed_s`.
+    pub(crate) fn delivery(&self, rate: u64, elapsed_s: f64, bytes: u64) -> Delivery {
+        Delivery {
+            dry_run: false,
+            rate,
+            acked: self.acked,
+            failed: self.failed,
+            retried: self.retried,
+            first_error: self.first_error.clone(),
+            elapsed_s,
+            msgs_per_s: self.acked as f64 / elapsed_s.max(1e-9),
+            mb_per_s: bytes as f64 / 1e6 / elapsed_s.max(1e-9),
+            // Acknowledged messages per topic and partition (topics with any).
+            partitions: self
+                .topics
+                .iter()
+                .cloned()
+                .zip(self.partitions.iter().cloned())
+                .filter(|(_, p)| !p.is_empty())
+                .collect(),
         }
     }
 }
@@ -315,17 +401,10 @@ pub async fn produce(cfg: &Config, params: &Params, opts: &SendOptions) -> Resul
         Ok(b)
     });
 
-    let mut s = Sender {
-        producer: producer.clone(),
-        topics: TYPES.map(|t| cfg.topics.topic_for(t).to_owned()),
-        inflight: FuturesUnordered::new(),
-        retries: VecDeque::new(),
-        acked: 0,
-        failed: 0,
-        retried: 0,
-        first_error: None,
-        partitions: Default::default(),
-    };
+    let mut s = Sender::new(
+        producer.clone(),
+        TYPES.map(|t| cfg.topics.topic_for(t).to_owned()),
+    );
     let start = Instant::now();
     let mut progress = Progress {
         on: opts.progress,
@@ -346,53 +425,26 @@ pub async fn produce(cfg: &Config, params: &Params, opts: &SendOptions) -> Resul
                     tokio::time::sleep_until(due.into()).await;
                 }
             }
-            s.send(type_index(m.log_type), m.key.as_bytes(), &m.value, 0)
-                .await;
+            s.send(
+                type_index(m.log_type),
+                Some(m.key.as_bytes()),
+                &m.value,
+                None,
+                0,
+            )
+            .await;
             sent += 1;
-            while s.inflight.len() >= max_in_flight {
-                if let Some(d) = s.inflight.next().await {
-                    s.complete(d);
-                }
-            }
-            if !s.retries.is_empty() {
-                s.send_retries().await;
-            }
+            s.throttle(max_in_flight).await;
         }
         s.complete_ready();
         progress.tick(sent, s.acked);
     }
-    while !s.inflight.is_empty() || !s.retries.is_empty() {
-        s.send_retries().await;
-        if let Ok(Some(d)) =
-            tokio::time::timeout(Duration::from_millis(500), s.inflight.next()).await
-        {
-            s.complete(d);
-            s.complete_ready();
-        }
-        progress.tick(sent, s.acked);
-    }
+    s.drain(|s| progress.tick(sent, s.acked)).await;
     let elapsed = start.elapsed().as_secs_f64();
     let builder = generator.await.context("the generator thread panicked")??;
     let mut manifest = builder.finish();
     let bytes = manifest.totals.bytes;
-    manifest.delivery = Some(Delivery {
-        dry_run: false,
-        rate: opts.rate,
-        acked: s.acked,
-        failed: s.failed,
-        retried: s.retried,
-        first_error: s.first_error.clone(),
-        elapsed_s: elapsed,
-        msgs_per_s: s.acked as f64 / elapsed.max(1e-9),
-        mb_per_s: bytes as f64 / 1e6 / elapsed.max(1e-9),
-        partitions: s
-            .topics
-            .iter()
-            .cloned()
-            .zip(s.partitions.iter().cloned())
-            .filter(|(_, p)| !p.is_empty())
-            .collect(),
-    });
+    manifest.delivery = Some(s.delivery(opts.rate, elapsed, bytes));
     let _ = producer.flush(Duration::from_secs(5));
     Ok(manifest)
 }
