@@ -22,6 +22,7 @@ pub use common::timerange as range;
 pub mod tree;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -67,6 +68,11 @@ pub struct Line {
     pub latency_ms: f64,
     pub host: String,
     pub idc: String,
+    /// The lines after the first of a multiline event (a stack trace after an
+    /// error line): ingest keeps them in the extra `_continuation`; empty for a
+    /// one-line event.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub continuation: String,
 }
 
 /// A trace's time range and line count, from `trace_index`.
@@ -304,7 +310,9 @@ impl Lookup {
             .collect();
         format!(
             "SELECT ts_ms, trace_id, span_id, parent_span_id, service, caller, api, uid, psid, \
-             status, latency_ms, host, idc FROM {db}.ods_request WHERE {conds}",
+             status, latency_ms, host, idc, \
+             extra_values[indexOf(extra_keys, '_continuation')] AS continuation \
+             FROM {db}.ods_request WHERE {conds}",
             db = self.db,
             conds = conds.join(" OR "),
         )
@@ -438,10 +446,12 @@ pub async fn trace_report(
     }))
 }
 
-/// Text form of one line of a tree: indented by depth, time relative to `t0_ms`.
+/// Text form of one line of a tree: indented by depth, time relative to `t0_ms`;
+/// a multiline event's continuation (its stack trace) follows on its own
+/// lines, indented under it, so an error is read with its cause.
 pub fn format_tree_line(l: &TreeLine, t0_ms: u64) -> String {
     let rel = l.line.ts_ms as i64 - t0_ms as i64;
-    format!(
+    let mut text = format!(
         "{:indent$}{sign}{:.3}s  {}  {}  {}  {:.1} ms  {}  span={}{}",
         "",
         (rel.unsigned_abs() as f64) / 1000.0,
@@ -458,7 +468,11 @@ pub fn format_tree_line(l: &TreeLine, t0_ms: u64) -> String {
         },
         indent = 2 + 2 * l.depth,
         sign = if rel < 0 { "-" } else { "+" },
-    )
+    );
+    for cont in l.line.continuation.lines() {
+        let _ = write!(text, "\n{:w$}{cont}", "", w = 6 + 2 * l.depth);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -489,6 +503,46 @@ mod tests {
             lines: 3,
         };
         let q = lk.lines_sql(&[&s, &s]);
+        assert!(
+            q.contains("extra_values[indexOf(extra_keys, '_continuation')] AS continuation"),
+            "{q}"
+        );
         assert!(q.ends_with("WHERE (ts >= toDateTime(5) AND ts <= toDateTime(6) AND trace_id = 't1') OR (ts >= toDateTime(5) AND ts <= toDateTime(6) AND trace_id = 't1')"), "{q}");
+    }
+
+    #[test]
+    fn a_stack_trace_is_printed_under_its_line() {
+        let line = |continuation: &str| TreeLine {
+            depth: 1,
+            orphan: false,
+            ts: fmt_ms(1_500),
+            line: Line {
+                ts_ms: 1_500,
+                trace_id: "t".into(),
+                span_id: "s2".into(),
+                parent_span_id: "s1".into(),
+                service: "ad-bidder".into(),
+                caller: "ad-gateway".into(),
+                api: "/bid".into(),
+                uid: 1,
+                psid: 2,
+                status: 500,
+                latency_ms: 12.5,
+                host: "ad-web-017".into(),
+                idc: "yf".into(),
+                continuation: continuation.into(),
+            },
+        };
+        let head = "    +0.500s  ad-bidder  /bid  500  12.5 ms  ad-web-017  span=s2";
+        assert_eq!(format_tree_line(&line(""), 1_000), head);
+        assert_eq!(
+            format_tree_line(
+                &line("java.lang.IllegalStateException: x\n\tat A.b(A.java:1)"),
+                1_000
+            ),
+            format!(
+                "{head}\n        java.lang.IllegalStateException: x\n        \tat A.b(A.java:1)"
+            )
+        );
     }
 }

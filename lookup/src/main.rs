@@ -45,7 +45,9 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
-    /// Every log line of one trace, as a tree by span (parent_span_id → span_id).
+    /// Every log line of one trace, as a tree by span (parent_span_id → span_id);
+    /// a multiline event's continuation (an error line's stack trace) is
+    /// printed indented under its line (JSON: `continuation`).
     Trace {
         trace_id: String,
         /// Where to look (default: all of the retention).

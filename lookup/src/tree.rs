@@ -107,6 +107,7 @@ mod tests {
             latency_ms: 1.0,
             host: "h".into(),
             idc: "yf".into(),
+            continuation: String::new(),
         }
     }
 

@@ -3,12 +3,14 @@
 //! `beat.hostname`, `prospector`) keeps where its line came from, and a
 //! multiline event (a request line followed by a Java stack trace) is stored as
 //! the row of its first line with the stack trace in the extra
-//! `_continuation`, in a 7.x document and as a bare line (raw codec).
-//! Nothing is dead-lettered. Times are relative to now.
+//! `_continuation`, in a 7.x document and as a bare line (raw codec), and
+//! `adlog-trace` shows it under its line. Nothing is dead-lettered. Times are
+//! relative to now.
 
+use std::process::Command;
 use std::time::Duration;
 
-use integration_tests::{clickhouse, drop_database, migrate, test_config, Proc};
+use integration_tests::{bin, clickhouse, drop_database, env_of, migrate, test_config, Proc};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use schemas::time::format_ms;
 
@@ -132,5 +134,41 @@ async fn filebeat_6x_documents_and_multiline_events_are_stored_whole() {
             ),
         ]
     );
+
+    // The user who looks the trace up sees each stack trace under its line.
+    let trace = |args: &[&str]| {
+        let out = Command::new(bin("adlog-trace"))
+            .args(["trace", "4bf92f3577b34da6a3ce929d0e0e4736"])
+            .args(args)
+            .envs(env_of(&cfg))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "adlog-trace: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&trace(&["--json"])).unwrap();
+    let mut got: Vec<(String, Option<String>)> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["span_id"].as_str().unwrap().to_string(),
+                l["continuation"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (s("span-6x"), None),
+            (s("span-7x-multiline"), Some(s(STACK))),
+            (s("span-bare-multiline"), Some(s(STACK))),
+        ]
+    );
+    let text = trace(&[]);
+    let indented: String = STACK.lines().map(|l| format!("\n      {l}")).collect();
+    assert_eq!(text.matches(&indented).count(), 2, "{text}");
     drop_database(&cfg).await;
 }
