@@ -18,6 +18,7 @@ Checks, on a fresh chDB session in a temporary directory:
   * the trace lookup queries (trace_by_uid, trace_index → ods_request) and the
     service-edge rollup return the right rows;
   * ods_joined collapses a replayed joined_id;
+  * otel_logs shows a multiline event's continuation under its line;
   * a view that fails leaves its block without an ingest_ledger row.
 Exits non-zero on the first failure. Needs `pip install chdb-core`.
 """
@@ -198,6 +199,31 @@ def check_lookups(d, db):
     print("trace lookups (trace_by_uid, trace_index, ods_request) and service edges: ok")
 
 
+def check_logs_continuation(d, db):
+    """The plugin's View logs (otel_logs, sql/0013) shows a multiline event's
+    continuation (the extra _continuation) under the line, like the trace
+    dashboard's Logs panel."""
+    t = engine_now(d) - 2 * 3600
+    stack = "java.lang.IllegalStateException: timed out\n\tat A.b(A.java:1)"
+    rows = [json.dumps({
+        "ts": t, "ts_ms": t * 1000 + i, "trace_id": "multiline-trace", "span_id": span,
+        "service": "ad-gateway", "api": "/v1/feed", "uid": 7, "psid": 2, "status": 500,
+        "latency_ms": 1.5, "host": "h1", "idc": "yf", "extra_keys": keys,
+        "extra_values": values, "_topic": "request", "_partition": 0, "_offset": 9100 + i})
+        for i, (span, keys, values) in enumerate([
+            ("m0", ["region"], ["cn"]),
+            ("m1", ["region", "_continuation"], ["cn", stack])])]
+    d.q(f"INSERT INTO {db}.ods_request (ts, ts_ms, trace_id, span_id, service, api, uid, psid, "
+        "status, latency_ms, host, idc, extra_keys, extra_values, _topic, _partition, _offset) "
+        "FORMAT JSONEachRow\n" + "\n".join(rows))
+    got = d.rows(f"SELECT SpanId, Body FROM {db}.otel_logs WHERE TraceId = 'multiline-trace' ORDER BY SpanId")
+    line = "ad-gateway /v1/feed -> 500 in 1.5 ms (caller -, uid 7, psid 2, host h1)"
+    want = [{"SpanId": "m0", "Body": line}, {"SpanId": "m1", "Body": line + "\n" + stack}]
+    if got != want:
+        fail(f"otel_logs Body of a multiline event:\n  got  {got}\n  want {want}")
+    print("otel_logs: a multiline event's continuation follows its line")
+
+
 def check_ledger_after_views(d, db):
     """A ledger row means every view of its block ran (sql/0012): a view that
     fails on one row leaves that block without a ledger row (a current
@@ -295,6 +321,7 @@ def main():
         print(f"materialized views: {len(views)} fed their targets")
 
         check_lookups(d, db)
+        check_logs_continuation(d, db)
         check_ledger_after_views(d, db)
 
         # A replayed joined event collapses (ReplacingMergeTree by joined_id).

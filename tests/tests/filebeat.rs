@@ -4,8 +4,8 @@
 //! multiline event (a request line followed by a Java stack trace) is stored as
 //! the row of its first line with the stack trace in the extra
 //! `_continuation`, in a 7.x document and as a bare line (raw codec), and
-//! `adlog-trace` shows it under its line. Nothing is dead-lettered. Times are
-//! relative to now.
+//! `adlog-trace` and the trace dashboard's Logs panel show it under its line.
+//! Nothing is dead-lettered. Times are relative to now.
 
 use std::process::Command;
 use std::time::Duration;
@@ -170,5 +170,43 @@ async fn filebeat_6x_documents_and_multiline_events_are_stored_whole() {
     let text = trace(&[]);
     let indented: String = STACK.lines().map(|l| format!("\n      {l}")).collect();
     assert_eq!(text.matches(&indented).count(), 2, "{text}");
+
+    // And so does the trace dashboard's Logs panel (on 18.16; sql/0013 gives
+    // the plugin's View logs the same Body on current servers).
+    let dash: serde_json::Value =
+        serde_json::from_str(include_str!("../../grafana/dashboards/trace.json")).unwrap();
+    let logs = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "logs")
+        .expect("the trace dashboard has a Logs panel");
+    let now_s = now_ms() / 1000;
+    let sql = logs["targets"][0]["rawSql"]
+        .as_str()
+        .unwrap()
+        .replace(
+            "${trace_id:sqlstring}",
+            "'4bf92f3577b34da6a3ce929d0e0e4736'",
+        )
+        .replace("$__fromTime", &format!("toDateTime({})", now_s - 3600))
+        .replace("$__toTime", &format!("toDateTime({})", now_s + 60));
+    let bodies: Vec<(String, String)> = ch
+        .clone()
+        .with_database(db)
+        .query(&format!("SELECT spanID, body FROM ({sql}) ORDER BY spanID"))
+        .fetch_all()
+        .await
+        .unwrap();
+    let summary =
+        "ad-gateway /v1/feed -> 500 in 12.75 ms (caller -, uid 123456, psid 1001, host ad-web-017)";
+    assert_eq!(
+        bodies,
+        vec![
+            (s("span-6x"), s(summary)),
+            (s("span-7x-multiline"), format!("{summary}\n{STACK}")),
+            (s("span-bare-multiline"), format!("{summary}\n{STACK}")),
+        ]
+    );
     drop_database(&cfg).await;
 }
