@@ -94,6 +94,7 @@ pub fn check_envelope(data: &[u8]) {
                 .unwrap_or_else(|e| panic!("write_json output does not parse: {e}\n{json}"));
             assert!(!again.bare, "re-written envelope read as bare: {json}");
             assert_eq!(again.message, env.message);
+            assert_eq!(again.continuation, env.continuation);
             assert_eq!(again.host, env.host);
             assert_eq!(again.file_path, env.file_path);
             assert_eq!(again.file_offset, env.file_offset);
