@@ -867,6 +867,29 @@ impl Pipeline {
         }
     }
 
+    /// Waits until worker `i` owns at least one partition (its log's
+    /// "partitions assigned" line with a non-empty list): its group's
+    /// rebalance is over.
+    pub fn wait_assigned(&mut self, i: usize, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.procs[i].1.name).unwrap_or_default();
+            if log
+                .lines()
+                .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "worker owns no partition after {timeout:?} ({})",
+                self.procs[i].1.name
+            );
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Lets `d` pass while checking that the workers stay up.
     pub fn hold(&mut self, d: Duration) {
         let start = Instant::now();

@@ -387,8 +387,13 @@ async fn rebalance(s: Scale) {
     let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "a", |pl| {
         wait_raw(pl, 0, 1);
         wait_joined(pl, 1);
-        pl.start("ingest", "b");
-        pl.start("joiner", "b");
+        let ingest_b = pl.start("ingest", "b");
+        let joiner_b = pl.start("joiner", "b");
+        // The first rebalance completes before the first ones leave: a
+        // leader that leaves while its group rebalances wedges the dev
+        // broker's group for good (docs/RELIABILITY.md, "known limits").
+        pl.wait_assigned(ingest_b, Duration::from_secs(90));
+        pl.wait_assigned(joiner_b, Duration::from_secs(90));
         pl.recovered("raw", Duration::from_secs(60));
         // Then the first ones ("a", the oldest) leave.
         let seen = pl.progress().raw();
