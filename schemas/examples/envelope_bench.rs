@@ -2,7 +2,7 @@
 //! allocations per message for each Filebeat document form, decoded as ingest
 //! does (envelope, then the request line).
 //!
-//! `cargo run --release -p schemas --example envelope_bench`
+//! `cargo run --release -p schemas --example envelope_bench [FORM [ITERATIONS]]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -72,10 +72,19 @@ fn main() {
             ),
         ),
     ];
-    let n = 400_000u64;
-    for (name, doc) in &forms {
+    // Optional: only the forms whose name contains ARG1, ARG2 iterations (for
+    // an instruction count under `valgrind --tool=callgrind`, immune to the
+    // noise of a shared machine).
+    let only = std::env::args().nth(1).unwrap_or_default();
+    let n: u64 = std::env::args()
+        .nth(2)
+        .map_or(400_000, |a| a.parse().expect("iterations"));
+    for (name, doc) in forms
+        .iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+    {
         let v = doc.as_bytes();
-        for _ in 0..20_000 {
+        for _ in 0..n.min(20_000) {
             black_box(decode(black_box(v)));
         }
         let a0 = ALLOCS.load(Ordering::Relaxed);
