@@ -5,13 +5,16 @@
 -- logs" Body is the line's summary as in 0010, then a newline and those
 -- lines, exactly like the trace dashboard's Logs panel on every server.
 --
--- ClickHouse >= 23.3 only, like 0010 (nothing on 18.16). The view is
--- replaced in place (same columns; the Distributed otel_logs of a cluster
--- reads it by name), so applying this twice changes nothing. It is 0010's
--- statement again but for Body: an applied migration is never edited, and a
--- view is replaced whole.
+-- ClickHouse >= 23.3 only, like 0010 (nothing on 18.16). The view is dropped
+-- and created again with the same columns (the Distributed otel_logs of a
+-- cluster reads it by name; for that moment "View logs" finds no view), in
+-- the idempotent forms of sql/README.md, so applying this twice changes
+-- nothing. It is 0010's statement again but for Body: an applied migration is
+-- never edited, and a view is replaced whole.
 
-/*@since 23.3: CREATE OR REPLACE VIEW {db}.otel_logs{on_cluster}
+/*@since 23.3: DROP VIEW IF EXISTS {db}.otel_logs{on_cluster} */;
+
+/*@since 23.3: CREATE VIEW IF NOT EXISTS {db}.otel_logs{on_cluster}
 AS SELECT
     Timestamp,
     toDateTime(Timestamp) AS TimestampTime,
