@@ -999,6 +999,10 @@ pub fn parse(cfg: &Config, topic: &str, payload: &[u8]) -> Result<Event, &'stati
     };
     let line: &str = &env.message;
     match t {
+        // Ingest dead-letters a multiline exposure (`unexpected_continuation`:
+        // exposure rows have no extra to keep the lines after the first in),
+        // so joining it would emit a pair whose exposure is not stored.
+        LogType::Exposure if env.continuation.is_some() => Err("unexpected_continuation"),
         LogType::Exposure => Exposure::parse(line)
             .map(|e| Event::Exposure(e.into_owned()))
             .map_err(|e| e.reason()),
@@ -1014,4 +1018,43 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSURE: &str = "2026-11-21 10:00:00.456\tm-5f1c2d3e4a5b6c7d\t4bf92f3577b34da6a3ce929d0e0e4736\t123456\t1001\t880011\t990022\t3\tios\t1.85";
+    const INTERACTION: &str =
+        "2026-11-21 10:00:00.123\tm-1\t4bf92f3577b34da6a3ce929d0e0e4736\t123456\tclick\tdwell_ms=5300";
+
+    fn multiline(first: &str) -> Vec<u8> {
+        let msg = format!("{first}\njava.lang.IllegalStateException: boom\n\tat a.B.c(B.java:1)");
+        format!(
+            r#"{{"message":{},"log":{{"flags":["multiline"]}}}}"#,
+            serde_json::to_string(&msg).unwrap()
+        )
+        .into_bytes()
+    }
+
+    /// Agrees with ingest's routing (ingest::route): a multiline exposure is a
+    /// dead letter there, so the joiner must not join it; a multiline
+    /// interaction is a row there (continuation kept), so it joins.
+    #[test]
+    fn multiline_exposures_are_refused_like_ingest_does_and_interactions_join() {
+        let cfg = Config::default();
+        let (xt, it) = (&cfg.topics.exposure, &cfg.topics.interaction);
+        assert!(matches!(
+            parse(&cfg, xt, EXPOSURE.as_bytes()),
+            Ok(Event::Exposure(_))
+        ));
+        assert_eq!(
+            parse(&cfg, xt, &multiline(EXPOSURE)).err(),
+            Some("unexpected_continuation")
+        );
+        assert!(matches!(
+            parse(&cfg, it, &multiline(INTERACTION)),
+            Ok(Event::Interaction(_))
+        ));
+    }
 }
