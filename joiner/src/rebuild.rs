@@ -23,9 +23,9 @@
 //!     start on an empty Redis) → its owner rebuilds it.
 //! * **Rebuild**: the consumer thread's batch task re-reads its stale
 //!   partitions from the offset of Kafka timestamp `now − window_s −
-//!   rebuild_slack_s` ([`rebuild_from_ms`], `offsets_for_times`) up to their
-//!   high watermark, and runs the events through the same Redis step (the
-//!   scripts are idempotent) producing the joins it finds with their
+//!   rebuild_slack_s` ([`rebuild_from_ms`], `offsets_for_times`) up to what
+//!   was already processed ([`read_window`]), and runs the events through
+//!   the same Redis step (the scripts are idempotent) producing the joins it finds with their
 //!   deterministic ids (copies of ones produced before collapse by
 //!   `joined_id` in `ods_joined`). Then the markers are set to the epoch and
 //!   the batch that found the loss runs again. Normal consumption waits
@@ -53,6 +53,9 @@ use crate::store::{key_slot, Commands, StoreError};
 
 /// A Kafka topic and partition.
 pub type Tp = (std::sync::Arc<str>, i32);
+
+/// A rebuild's read ends when no message came for this long.
+pub const READ_IDLE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How long a sequence key outlives its thread's last batch.
 const SEQ_TTL_MS: u64 = 86_400_000;
@@ -262,6 +265,8 @@ pub struct Guard {
     pub keys: GuardKeys,
     pub token: String,
     prev: Mutex<HashMap<String, i64>>,
+    /// Per tag, the epoch the thread last went on with.
+    known: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Guard {
@@ -270,7 +275,20 @@ impl Guard {
             keys,
             token,
             prev: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The epoch this thread last went on with under `tag`.
+    pub fn known_epoch(&self, tag: &str) -> Option<Vec<u8>> {
+        self.known.lock().expect("guard lock").get(tag).cloned()
+    }
+
+    pub fn set_known_epoch(&self, tag: &str, epoch: &[u8]) {
+        self.known
+            .lock()
+            .expect("guard lock")
+            .insert(tag.to_owned(), epoch.to_vec());
     }
 
     /// Records the sequences read and returns each tag's loss, if any.
@@ -284,6 +302,20 @@ impl Guard {
                 loss
             })
             .collect()
+    }
+}
+
+/// The value the epoch check-and-set replaces: after `WritesLost`, the
+/// epoch this thread last went on with (`known`), not the one just read. If
+/// they differ, the current one was set after the loss (a write before it
+/// would have been seen, one after it but before the loss would have been
+/// lost too) — by another thread that found the same loss — and is kept, so
+/// threads finding one loss agree on one epoch and no rebuild is restarted.
+/// A missing epoch: empty (set only if still missing).
+pub fn cas_seen(loss: Loss, known: Option<&[u8]>, read: Option<&[u8]>) -> Vec<u8> {
+    match loss {
+        Loss::WritesLost => known.or(read).unwrap_or_default().to_vec(),
+        Loss::EpochMissing | Loss::EpochMissingAtStart => Vec::new(),
     }
 }
 
@@ -313,8 +345,11 @@ pub struct ReadStats {
 /// Reads `tps` from the first message with Kafka timestamp ≥ `from_ms` up to
 /// what the joiner already processed: `upto` (the next offset acknowledged,
 /// or the first of the batch in flight) or the group's committed offset,
-/// whichever is larger, at most the high watermark. Later messages are read
-/// by the consumer as usual. Each message is parsed like the consumer does; and sends the events in chunks of `chunk` on `tx` (blocks
+/// whichever is larger. Later messages are read by the consumer as usual.
+/// Not capped by the high watermark: these offsets were read before, and
+/// the dev broker (tansu) was seen reporting a watermark a few messages
+/// short of what it had served. If nothing arrives for [`READ_IDLE`] the read
+/// ends with what it got (a log that lost its tail), with a warning. Each message is parsed like the consumer does; and sends the events in chunks of `chunk` on `tx` (blocks
 /// while the receiver is behind: bounded memory). Runs on a thread of its
 /// own (librdkafka's calls block). Stops early when `stop` is set or the
 /// receiver is gone.
@@ -355,7 +390,7 @@ pub fn read_window(
     let mut ends: HashMap<Tp, i64> = HashMap::new();
     let mut assign = TopicPartitionList::new();
     for tp in tps {
-        let (lo, hi) = consumer
+        let (lo, _) = consumer
             .fetch_watermarks(&tp.0, tp.1, timeout)
             .with_context(|| format!("watermarks of {}/{}", tp.0, tp.1))?;
         let found = by_time
@@ -370,7 +405,7 @@ pub fn read_window(
             // No message at or after the time: nothing to read.
             Some(Offset::End) => {
                 stats.by_time += 1;
-                hi
+                i64::MAX
             }
             // No answer (a broker without a timestamp index): the whole log,
             // filtered by timestamp below.
@@ -380,7 +415,7 @@ pub fn read_window(
             Some(Offset::Offset(o)) => o,
             _ => -1,
         };
-        let end = done.max(upto.get(tp).copied().unwrap_or(-1)).min(hi);
+        let end = done.max(upto.get(tp).copied().unwrap_or(-1));
         if start < end {
             ends.insert(tp.clone(), end);
             assign
@@ -395,9 +430,14 @@ pub fn read_window(
         .assign(&assign)
         .context("assigning the rebuild's partitions")?;
     let mut out = Vec::with_capacity(chunk);
+    let mut last = std::time::Instant::now();
     while !ends.is_empty() {
         if stop.load(Ordering::Acquire) {
             anyhow::bail!("rebuild stopped");
+        }
+        if last.elapsed() >= READ_IDLE {
+            tracing::warn!(left = ?ends, "rebuild read: no message for {READ_IDLE:?}; ending with what was read");
+            break;
         }
         let msg = match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => m,
@@ -407,6 +447,7 @@ pub fn read_window(
             }
             None => continue,
         };
+        last = std::time::Instant::now();
         let tp: Tp = (std::sync::Arc::from(msg.topic()), msg.partition());
         let Some(&end) = ends.get(&tp) else { continue };
         if msg.offset() >= end {
@@ -471,6 +512,21 @@ mod tests {
             judge(None, &reply(1, None, &[])),
             Some(Loss::EpochMissingAtStart)
         );
+    }
+
+    #[test]
+    fn a_loss_replaces_only_the_epoch_the_thread_knew() {
+        // Another thread already set e2 after the loss: kept (no CAS match).
+        assert_eq!(
+            cas_seen(Loss::WritesLost, Some(b"e1"), Some(b"e2")),
+            b"e1".to_vec()
+        );
+        assert_eq!(
+            cas_seen(Loss::WritesLost, None, Some(b"e2")),
+            b"e2".to_vec()
+        );
+        assert!(cas_seen(Loss::EpochMissing, Some(b"e1"), None).is_empty());
+        assert!(cas_seen(Loss::EpochMissingAtStart, None, None).is_empty());
     }
 
     #[test]

@@ -757,7 +757,11 @@ impl BatchCtx {
                         .arg(1)
                         .arg(&key)
                         .arg(rebuild::new_epoch())
-                        .arg(seen.as_deref().unwrap_or_default());
+                        .arg(rebuild::cas_seen(
+                            loss,
+                            shared.guard.known_epoch(tag).as_deref(),
+                            seen.as_deref(),
+                        ));
                     let mut c = Commands::new();
                     c.push(key.as_bytes(), cas);
                     let epoch = match self.store.exec(&c).await?.pop() {
@@ -780,6 +784,7 @@ impl BatchCtx {
                     epoch
                 }
             };
+            shared.guard.set_known_epoch(tag, &epoch);
             epochs.push((tag.clone(), epoch));
         }
         let mut stale: Vec<usize> = Vec::new();

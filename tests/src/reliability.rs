@@ -294,6 +294,21 @@ impl OwnRedis {
         }
     }
 
+    /// `SAVE`: a snapshot (`dump.rdb`) the next start loads when there is
+    /// no AOF, i.e. Redis comes back as it was now, missing every later
+    /// write (what a failover to a replica that lagged looks like).
+    pub fn save(&self) {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SAVE"])
+            .output()
+            .expect("redis-cli (Debian package redis-tools) must be installed");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).trim() == "OK",
+            "SAVE on own redis-server {}: {out:?}",
+            self.port
+        );
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

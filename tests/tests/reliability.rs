@@ -248,51 +248,86 @@ async fn redis_restart(s: Scale) {
     o.assert_exact();
 }
 
-/// Redis with no persistence at all (no AOF, no RDB) is killed mid-stream
-/// and comes back empty: the joiner must notice that Redis lost its state
-/// (the epoch key is gone) and rebuild the window from Kafka, so the joined
-/// ids stay exactly the expected pairs (joiner/README.md, "Redis loss").
-async fn redis_volatile_restart(s: Scale) {
+/// How a scenario's Redis (no AOF) loses the join state.
+#[derive(Clone, Copy, PartialEq)]
+enum RedisLoss {
+    /// Killed and restarted empty (no persistence at all).
+    Empty,
+    /// A snapshot is taken mid-stream, writes go on, then Redis is killed and
+    /// restarts from the snapshot: what a failover to a replica that missed
+    /// the last writes looks like. The epoch key survives.
+    OlderSnapshot,
+}
+
+/// Redis without AOF loses the join state mid-stream (`loss`), `repeats`
+/// times: the joiner must find it (the epoch key gone, or its guard sequence
+/// gone back) and rebuild the window from Kafka, so the joined ids stay
+/// exactly the expected pairs (joiner/README.md, "Redis loss"), and each loss
+/// must be repaired by a rebuild of that reason that re-read events.
+async fn redis_loss(s: Scale, loss: RedisLoss) {
     let repeats = s.repeats.min(3);
-    // Short outages: every restart lands while the generator still sends.
-    let outage = s.outage / 3;
+    // Short outages: every loss lands while the generator still sends.
+    let outage = s.outage / 4;
+    // A thread that finds the epoch set by another after the loss still
+    // sees its own sequence gone back: `writes_lost` either way.
+    let (what, tag, reasons): (_, _, &[&str]) = match loss {
+        RedisLoss::Empty => (
+            "killed, restarted empty",
+            "rel_redis_vol",
+            &["epoch_missing", "writes_lost"],
+        ),
+        RedisLoss::OlderSnapshot => (
+            "restarted from a snapshot taken before the last writes",
+            "rel_redis_snap",
+            &["writes_lost"],
+        ),
+    };
     let name = format!(
-        "Redis (no persistence) killed, down {} s, restarted empty ×{repeats}{}",
+        "Redis (no AOF) {what}, down {} s ×{repeats}{}",
         outage.as_secs(),
         s.tag
     );
-    let mut redis = block(|| OwnRedis::start_volatile("relvol"));
-    let mut cfg = pipeline_config("rel_redis_vol");
+    let mut redis = block(|| OwnRedis::start_volatile(tag));
+    let mut cfg = pipeline_config(tag);
     cfg.redis.url = redis.url();
-    let rebuilt = |pl: &Pipeline| {
-        pl.log_lines("joiner", "Redis state rebuilt from Kafka")
-            .iter()
-            .filter(|l| l.contains("reason=\"epoch_missing\"") && !l.contains(" events=0 "))
-            .count()
-    };
     let mut counts = Vec::new();
     let o = scenario(&name, &cfg, &cfg.clickhouse.url, s, "0", |pl| {
         for _ in 0..repeats {
             wait_joined(pl, 1);
-            let before = rebuilt(pl);
+            let before = rebuilt_after(pl, reasons);
+            if loss == RedisLoss::OlderSnapshot {
+                redis.save();
+                pl.hold(outage);
+            }
             redis.kill9();
             pl.hold(outage);
             redis.up();
             pl.recovered("joined", Duration::from_secs(60));
-            counts.push((before, rebuilt(pl)));
+            counts.push((before, rebuilt_after(pl, reasons)));
         }
     })
     .await;
     o.assert_exact();
-    // Each restart was found (the epoch key gone) and repaired by a rebuild
-    // that re-read events (every consumer thread rebuilds its partitions).
     for (i, (before, after)) in counts.iter().enumerate() {
         assert!(
             after > before,
-            "no rebuild after restart {}: {counts:?}",
+            "no {reasons:?} rebuild after loss {}: {counts:?}",
             i + 1
         );
     }
+}
+
+/// The joiner's log lines of rebuilds for one of `reasons` that re-read events.
+fn rebuilt_after(pl: &Pipeline, reasons: &[&str]) -> usize {
+    pl.log_lines("joiner", "Redis state rebuilt from Kafka")
+        .iter()
+        .filter(|l| {
+            reasons
+                .iter()
+                .any(|r| l.contains(&format!("reason=\"{r}\"")))
+                && !l.contains(" events=0 ")
+        })
+        .count()
 }
 
 /// The broker process hangs (SIGSTOP) for the outage and resumes (SIGCONT):
@@ -435,7 +470,12 @@ async fn redis_killed_and_restarted_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_without_persistence_restarted_empty_exact() {
-    redis_volatile_restart(CI).await;
+    redis_loss(CI, RedisLoss::Empty).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_from_an_older_snapshot_exact() {
+    redis_loss(CI, RedisLoss::OlderSnapshot).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
