@@ -173,8 +173,18 @@ impl Rewrite {
     }
 
     /// The line of type `t` with its ids, time and (maybe) uid rewritten;
-    /// unreadable fields are kept as they are.
+    /// unreadable fields are kept as they are. Of a multiline event only the
+    /// first line (the record) changes; its continuation is kept.
     pub fn line(&self, t: LogType, line: &str) -> String {
+        if let Some(nl) = line.find('\n').filter(|nl| nl + 1 < line.len()) {
+            let mut out = self.record(t, &line[..nl]);
+            out.push_str(&line[nl..]);
+            return out;
+        }
+        self.record(t, line)
+    }
+
+    fn record(&self, t: LogType, line: &str) -> String {
         if line.as_bytes().first() == Some(&b'{') {
             return self.json_line(t, line).unwrap_or_else(|| line.to_owned());
         }
@@ -247,14 +257,29 @@ impl Rewrite {
         #[derive(Deserialize)]
         struct Doc<'a> {
             #[serde(borrow)]
-            message: &'a RawValue,
+            message: Option<&'a RawValue>,
             #[serde(borrow, rename = "@timestamp")]
             timestamp: Option<&'a RawValue>,
+            #[serde(borrow)]
+            event: Option<Event<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct Event<'a> {
+            #[serde(borrow)]
+            original: Option<&'a RawValue>,
         }
         let doc: Doc = serde_json::from_str(text).ok()?;
-        let message: String = serde_json::from_str(doc.message.get()).ok()?;
+        // The line is `message`, else `event.original` (as schemas reads it).
+        let string = |r: &RawValue| serde_json::from_str::<String>(r.get()).ok();
+        let (raw, message) = match doc.message.and_then(|r| Some((r, string(r)?))) {
+            Some(m) => m,
+            None => {
+                let r = doc.event?.original?;
+                (r, string(r)?)
+            }
+        };
         let mut edits = vec![(
-            span_in(text, doc.message.get()),
+            span_in(text, raw.get()),
             serde_json::to_string(&self.line(t, &message)).expect("a string"),
         )];
         if let (Some(ts), true) = (doc.timestamp, self.shift_ms != 0) {
@@ -438,5 +463,31 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with(r#","log":{"offset":812,"file":{"path":"/a.log"}},"host":{"name":"h-1"},"fields":{"log_type":"interaction","idc":"yf"}}"#));
+    }
+
+    #[test]
+    fn event_original_and_multiline_events_are_rewritten_in_place() {
+        let ts = 1_000_000_000_123i64;
+        let line = format!("{ts}\tm-5f1c2d3e4a5b6c7d\t4bf92f3577b34da6a3ce929d0e0e4736\t123456\tclick\tdwell_ms=5300");
+        let multi = format!("{line}\njava.lang.Exception: x\n\tat a.b(C.java:1)");
+        let doc = format!(
+            r#"{{"event":{{"original":{}}},"host":{{"name":"h-1"}}}}"#,
+            serde_json::to_string(&multi).unwrap()
+        );
+        let r = rw(2, 0).value(LogType::Interaction, doc.as_bytes());
+        assert!(!r.verbatim && r.class == Ok(LogType::Interaction), "{r:?}");
+        let want = format!(
+            "{}\njava.lang.Exception: x\n\tat a.b(C.java:1)",
+            rw(2, 0).line(LogType::Interaction, &line)
+        );
+        let out = String::from_utf8(r.value).unwrap();
+        assert_eq!(
+            out,
+            doc.replace(
+                &serde_json::to_string(&multi).unwrap(),
+                &serde_json::to_string(&want).unwrap()
+            )
+        );
+        assert!(!out.contains("m-5f1c2d3e4a5b6c7d"));
     }
 }
