@@ -53,6 +53,10 @@ type Tp = (Arc<str>, i32);
 pub const STALL_AFTER: Duration = Duration::from_secs(2);
 /// How long a revocation waits for the batch in flight.
 const REVOKE_GRACE: Duration = Duration::from_secs(15);
+/// A thread with nothing to do runs the Redis-loss guard alone this often,
+/// so that partitions that get no messages are rebuilt after a loss too
+/// (their lost exposures would leave other partitions' interactions parked).
+const IDLE_GUARD_EVERY: Duration = Duration::from_secs(5);
 
 /// State shared by the consumer thread, its rebalance callbacks and the batch task.
 pub struct Shared {
@@ -372,6 +376,7 @@ impl Worker {
         let mut collecting = Batch::new();
         let mut inflight: Option<oneshot::Receiver<Done>> = None;
         let mut last_commit = Instant::now();
+        let mut last_guard = Instant::now();
         let mut watch = common::kafka::StuckGroupWatch::for_config(&self.cfg.kafka);
 
         while !self.shutdown.load(Ordering::Acquire) {
@@ -419,6 +424,7 @@ impl Worker {
                 if collecting.messages > 0 {
                     let batch = std::mem::replace(&mut collecting, Batch::new());
                     inflight = Some(self.spawn_batch(batch.seal(), &shared, &cfg));
+                    last_guard = Instant::now();
                 } else {
                     collecting = Batch::new();
                 }
@@ -429,6 +435,12 @@ impl Worker {
             }
             if collecting.messages == 0 && inflight.is_none() {
                 let owns_any = !shared.owned.lock().expect("owned lock").is_empty();
+                if owns_any && last_guard.elapsed() >= IDLE_GUARD_EVERY {
+                    // No events: the batch task runs only the guard (and a
+                    // rebuild if Redis lost state).
+                    inflight = Some(self.spawn_batch(Batch::new().seal(), &shared, &cfg));
+                    last_guard = Instant::now();
+                }
                 watch.rejoin_if_stuck(&consumer, &topics, owns_any, &self.metrics.group_rejoins)?;
             }
         }
@@ -614,7 +626,9 @@ impl Worker {
     ) -> oneshot::Receiver<Done> {
         let (tx, rx) = oneshot::channel();
         shared.inflight.store(true, Ordering::Release);
-        self.metrics.batch_messages.observe(batch.messages as f64);
+        if batch.messages > 0 {
+            self.metrics.batch_messages.observe(batch.messages as f64);
+        }
         let ctx = BatchCtx {
             join: self.join.clone(),
             store: self.store.clone(),
