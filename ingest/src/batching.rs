@@ -282,6 +282,31 @@ impl Lanes {
         lane.open.as_mut().expect("just opened")
     }
 
+    /// The open block of `dest` and partition `tp`'s part index in it, added
+    /// (and held in `shared`) on the partition's first row in the block.
+    /// `slots` is the partition's (block id, part index) per destination,
+    /// kept by the caller so that a row costs no lookup.
+    pub fn open_for(
+        &mut self,
+        dest: Dest,
+        slots: &mut [Option<(u64, u32)>; DESTS],
+        (topic, partition): &(Arc<str>, i32),
+        shared: &Arc<PartShared>,
+        offset: i64,
+    ) -> (&mut Block, u32) {
+        let block = self.open(dest);
+        let pi = match slots[dest.index()] {
+            Some((id, pi)) if id == block.id => pi,
+            _ => {
+                let pi = block.add_part(topic.clone(), *partition, shared.clone());
+                shared.hold(block.id, offset);
+                slots[dest.index()] = Some((block.id, pi));
+                pi
+            }
+        };
+        (block, pi)
+    }
+
     /// Seals `dest`'s open block if it is full; it then waits in the queue.
     pub fn seal_if_full(&mut self, dest: Dest) {
         let lane = &mut self.lanes[dest.index()];

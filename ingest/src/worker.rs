@@ -39,7 +39,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-use crate::batching::{Block, DeadLetter, Dest, FlushPolicy, Lanes, DESTS};
+use crate::batching::{DeadLetter, Dest, FlushPolicy, Lanes, DESTS};
 use crate::commit::{self, PartShared};
 use crate::metrics::Metrics;
 use crate::recovery::{self, Check, Running, Stored};
@@ -431,7 +431,9 @@ impl Worker {
                         .inc();
                 }
                 let dest = Dest::Table(table);
-                let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                let (b, pi) = st
+                    .lanes
+                    .open_for(dest, &mut part.slots, &key, &part.shared, offset);
                 let buf = b.push_row(pi, offset, meta.kafka_ts_ms, rec.event_ts_ms());
                 route::encode(&rec, env, &meta, now_ms, buf);
                 st.lanes.seal_if_full(dest);
@@ -450,7 +452,9 @@ impl Worker {
                 } else {
                     let raw = payload.unwrap_or_default();
                     let dest = Dest::Table(Table::DeadLetter);
-                    let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                    let (b, pi) =
+                        st.lanes
+                            .open_for(dest, &mut part.slots, &key, &part.shared, offset);
                     let buf = b.push_row(pi, offset, meta.kafka_ts_ms, now_ms);
                     route::encode_dead_letter(
                         &rej,
@@ -470,7 +474,9 @@ impl Worker {
                         self.cfg.ingest.max_message_bytes
                     };
                     let dest = Dest::DeadLetterTopic;
-                    let (b, pi) = open_block(&mut st.lanes, part, &key, dest, offset);
+                    let (b, pi) =
+                        st.lanes
+                            .open_for(dest, &mut part.slots, &key, &part.shared, offset);
                     b.push_row(pi, offset, meta.kafka_ts_ms, now_ms);
                     b.push_letter(DeadLetter {
                         reason: rej.reason,
@@ -789,26 +795,6 @@ impl Worker {
 }
 
 /// The open block of `dest`, with `part` added to it if this is its first row there.
-fn open_block<'a>(
-    lanes: &'a mut Lanes,
-    part: &mut PartState,
-    (topic, partition): &Tp,
-    dest: Dest,
-    offset: i64,
-) -> (&'a mut Block, u32) {
-    let block = lanes.open(dest);
-    let pi = match part.slots[dest.index()] {
-        Some((id, pi)) if id == block.id => pi,
-        _ => {
-            let pi = block.add_part(topic.clone(), *partition, part.shared.clone());
-            part.shared.hold(block.id, offset);
-            part.slots[dest.index()] = Some((block.id, pi));
-            pi
-        }
-    };
-    (block, pi)
-}
-
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

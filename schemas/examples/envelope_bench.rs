@@ -4,33 +4,16 @@
 //!
 //! `cargo run --release -p schemas --example envelope_bench [FORM [ITERATIONS]]`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use schemas::{Envelope, Request};
 
-/// Counts allocations (and reallocations) made by the measured loop.
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        System.realloc(p, l, n)
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: counting_alloc::Counting = counting_alloc::Counting;
 
 const LINE: &str = "2026-11-21 10:00:00.123\t4bf92f3577b34da6a3ce929d0e0e4736\t00f067aa0ba902b7\t\tad-gateway\t\t/v1/feed\t123456\t1001\t200\t12.75\tad-web-017\tyf\tregion=cn-north&ab=exp42";
 
@@ -87,13 +70,13 @@ fn main() {
         for _ in 0..n.min(20_000) {
             black_box(decode(black_box(v)));
         }
-        let a0 = ALLOCS.load(Ordering::Relaxed);
+        let a0 = counting_alloc::allocs();
         let t0 = Instant::now();
         for _ in 0..n {
             black_box(decode(black_box(v)));
         }
         let ns = t0.elapsed().as_nanos() as f64 / n as f64;
-        let allocs = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / n as f64;
+        let allocs = (counting_alloc::allocs() - a0) as f64 / n as f64;
         println!(
             "{name:<16} {ns:>7.0} ns/msg  {allocs:.2} allocs/msg  ({} B)",
             v.len()
