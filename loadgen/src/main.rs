@@ -60,7 +60,7 @@ Every copy, copy 0 included, gets new ids. Sampling (--sample) keeps a trace (re
 trace id) or a mark (exposure and its interactions, by mark id) whole. The source is read up to \
 its end offsets at the start; the same command over the same source writes the same bytes in the \
 same order to each shadow partition. Refuses to write to any configured (production) topic unless \
---allow-production-topics. Prints (and with --manifest writes) what it wrote: counts per topic \
+--allow-production-topics (with --dest-config naming the destination). Prints (and with --manifest writes) what it wrote: counts per topic \
 and per table, bad lines by reason, the expected joined pairs (the source's × copies).",
     after_help = "Examples:\n  \
 loadgen shadow-config --out shadow.toml       # then: ingest run --config shadow.toml; joiner run --config shadow.toml\n  \
@@ -104,7 +104,11 @@ struct ReplayArgs {
     /// Send at the recorded pace (Kafka timestamps) times this factor.
     #[arg(long)]
     speed: Option<f64>,
-    /// Write to the configured topics even though they are production's.
+    /// Write to the [topics] of this file instead of the suffixed names
+    /// (another cluster's shadow, a hand-named set).
+    #[arg(long, value_name = "FILE")]
+    dest_config: Option<PathBuf>,
+    /// Let --dest-config name a topic of the production configuration.
     #[arg(long)]
     allow_production_topics: bool,
     /// Also write the manifest as JSON to FILE.
@@ -346,10 +350,9 @@ fn run_replay(a: ReplayArgs) -> Result<ExitCode> {
     let cfg = common::Config::load(a.config.as_deref())?;
     common::logging::init(&cfg.log);
     let shadow = loadgen::shadow::shadow_config(&cfg, &a.suffix)?;
-    let dest = if a.allow_production_topics {
-        cfg.topics.clone()
-    } else {
-        shadow.topics.clone()
+    let dest = match &a.dest_config {
+        Some(p) => common::Config::load(Some(p))?.topics,
+        None => shadow.topics.clone(),
     };
     let mut opts = loadgen::ReplayOptions::new(a.copies);
     opts.first_copy = a.first_copy;
