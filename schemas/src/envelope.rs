@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::json::{self, Obj, Scalar};
 use crate::write::Json;
@@ -36,8 +37,9 @@ fn object<T>(text: &str, v: Option<Obj<T>>, field: &'static str) -> Result<Optio
 struct Doc<'a> {
     #[serde(rename = "@timestamp", borrow, default)]
     timestamp: Option<Scalar<'a>>,
+    /// Raw, unescaped by [`json::unescape_str`] (the hot path's one big string).
     #[serde(borrow, default)]
-    message: Option<Scalar<'a>>,
+    message: Option<&'a RawValue>,
     #[serde(borrow, default)]
     log: Option<Obj<Log<'a>>>,
     #[serde(borrow, default)]
@@ -202,8 +204,15 @@ impl<'a> Envelope<'a> {
         let Ok(doc) = serde_json::from_str::<Doc>(text) else {
             return Ok(bare());
         };
-        let message = match (doc.message, doc.event) {
-            (Some(Scalar::Str(m)), _) => m,
+        // A `message` that is no valid string made the document malformed
+        // JSON (bare line) when serde_json decoded it: the same here.
+        let message = match doc.message.map(|raw| json::unescape_str(raw.get())) {
+            Some(Some(Err(_))) => return Ok(bare()),
+            Some(Some(Ok(m))) => Some(m),
+            Some(None) | None => None,
+        };
+        let message = match (message, doc.event) {
+            (Some(m), _) => m,
             (
                 _,
                 Some(Obj::Obj(Event {
@@ -621,6 +630,29 @@ mod tests {
         let env = Envelope::parse(doc.as_bytes()).unwrap();
         assert_eq!(Request::parse(&env.message).unwrap_err().reason(), "empty");
         assert_eq!(env.continuation.as_deref(), Some(STACK));
+    }
+
+    /// `message` is decoded by json::unescape_str: the same values, and a
+    /// message serde_json rejects (a lone surrogate) still makes the whole
+    /// value a bare line, even with an `event.original` beside it.
+    #[test]
+    fn message_decoding_matches_serde_json() {
+        let e = Envelope::parse(br#"{"message" :  "a\tb\u00e9\/", "host":{"name":"h"}}"#).unwrap();
+        assert_eq!(
+            (&*e.message, e.bare, e.host.as_deref()),
+            ("a\tb\u{e9}/", false, Some("h"))
+        );
+        assert!(matches!(
+            Envelope::parse(br#"{"message":"plain"}"#).unwrap().message,
+            Cow::Borrowed("plain")
+        ));
+        let raw = r#"{"message":"a\ud800b","event":{"original":"x"}}"#;
+        let e = Envelope::parse(raw.as_bytes()).unwrap();
+        assert_eq!((&*e.message, e.bare), (raw, true));
+        let e = Envelope::parse(br#"{"message":7,"event":{"original":"x"}}"#).unwrap();
+        assert_eq!((&*e.message, e.bare), ("x", false));
+        let e = Envelope::parse(br#"{"message":null,"event":{"original":"x"}}"#).unwrap();
+        assert_eq!((&*e.message, e.bare), ("x", false));
     }
 
     #[test]

@@ -44,6 +44,47 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
     }
 }
 
+/// The value of a JSON string literal `raw` (quotes included) that serde_json
+/// already skipped as valid, or `None` when it is not a string or its value
+/// cannot be had here. Cheaper than serde_json's own string value for the
+/// envelope's `message`, a TSV line whose every tab is an escape: serde_json
+/// copies each run between escapes into a scratch buffer and the visitor then
+/// copies that into a `String`; here the runs go straight into one `String`
+/// of the right size (and no escape at all borrows). A `\u` escape falls back
+/// to serde_json (surrogate pairs, and its rejection of lone surrogates, which
+/// skipping does not check), so the result is always serde_json's.
+pub(crate) fn unescape_str(raw: &str) -> Option<Result<Cow<'_, str>, serde_json::Error>> {
+    let body = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let bytes = body.as_bytes();
+    let Some(mut esc) = memchr::memchr(b'\\', bytes) else {
+        return Some(Ok(Cow::Borrowed(body)));
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut from = 0;
+    loop {
+        out.push_str(&body[from..esc]);
+        let c = match bytes[esc + 1] {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            _ => return Some(serde_json::from_str::<String>(raw).map(Cow::Owned)),
+        };
+        out.push(c);
+        from = esc + 2;
+        match memchr::memchr(b'\\', &bytes[from..]) {
+            Some(i) => esc = from + i,
+            None => break,
+        }
+    }
+    out.push_str(&body[from..]);
+    Some(Ok(Cow::Owned(out)))
+}
+
 /// One JSON value, typed just enough to validate it with a precise message.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum JVal<'a> {
@@ -333,4 +374,53 @@ pub(crate) fn key_offset(text: &str, name: &str) -> usize {
     pat.push_str(name);
     pat.push('"');
     memchr::memmem::find(text.as_bytes(), pat.as_bytes()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// serde_json's own value of the literal `raw` (what `message` was before).
+    fn serde_value(raw: &str) -> Result<String, ()> {
+        serde_json::from_str::<String>(raw).map_err(|_| ())
+    }
+
+    fn ours(raw: &str) -> Result<String, ()> {
+        unescape_str(raw)
+            .expect("a string literal")
+            .map(Cow::into_owned)
+            .map_err(|_| ())
+    }
+
+    #[test]
+    fn unescape_str_is_serde_json_on_every_escape() {
+        for raw in [
+            r#""""#,
+            r#""plain""#,
+            r#""a\tb\tc""#,
+            r#""\"\\\/\b\f\n\r\t""#,
+            r#""x\u00e9y\t""#,
+            r#""\ud83d\ude00""#,
+            r#""lone \ud800 surrogate""#,
+            r#""\udc00""#,
+            r#""end\\""#,
+        ] {
+            assert_eq!(ours(raw), serde_value(raw), "{raw}");
+        }
+        assert!(matches!(
+            unescape_str(r#""plain""#),
+            Some(Ok(Cow::Borrowed("plain")))
+        ));
+        assert!(unescape_str("12").is_none());
+        assert!(unescape_str("null").is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn unescape_str_roundtrips_any_string(s in any::<String>()) {
+            let raw = serde_json::to_string(&s).unwrap();
+            prop_assert_eq!(ours(&raw), Ok(s));
+        }
+    }
 }
