@@ -124,7 +124,8 @@ async fn replay_x3_into_a_shadow_pipeline_is_exact_and_deterministic() {
     let want_rows: u64 = r.tables.values().sum();
     let start = Instant::now();
     let (mut rows, mut pairs) = (0, 0);
-    while start.elapsed() < Duration::from_secs(150) {
+    // Typically 20-60 s; the bound is for a loaded machine.
+    while start.elapsed() < Duration::from_secs(240) {
         rows = 0;
         for t in r.tables.keys() {
             rows += count(&ch, &shadow, t, "").await;
