@@ -314,6 +314,12 @@ pub struct JoinerConfig {
     /// window_s + rebuild_slack_s of Kafka (by message timestamp) into it; the
     /// slack covers consumer lag and events produced after their event time.
     pub rebuild_slack_s: u64,
+    /// The unmatched sweeper judges a due entry only once the *other* side's
+    /// topic was processed (by every partition's owner) up to its due time +
+    /// unmatched_slack_ms (joiner/README.md); the slack covers events that reach
+    /// Kafka after their event time, and is the whole delay when no progress
+    /// is known. Keep it well below state_ttl_slack_s.
+    pub unmatched_slack_ms: u64,
 }
 
 impl Default for JoinerConfig {
@@ -339,6 +345,7 @@ impl Default for JoinerConfig {
             redis_stats_interval_s: 15,
             metrics_listen: "127.0.0.1:9102".into(),
             rebuild_slack_s: 600,
+            unmatched_slack_ms: 30_000,
         }
     }
 }

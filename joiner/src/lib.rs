@@ -12,6 +12,7 @@
 pub mod join;
 pub mod metrics;
 pub mod output;
+pub mod progress;
 pub mod rebuild;
 pub mod slice_sweeper;
 pub mod slices;
@@ -180,6 +181,11 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             keys: join.keys.clone(),
             window_ms: join.window_ms,
             slack_ms,
+            unmatched_slack_ms: cfg.joiner.unmatched_slack_ms as i64,
+            progress_keys: [
+                progress::key(&cfg.joiner.key_prefix, &cfg.topics.exposure),
+                progress::key(&cfg.joiner.key_prefix, &cfg.topics.interaction),
+            ],
             interval,
             batch: cfg.joiner.sweep_batch.max(1),
             emit_topic,

@@ -4,8 +4,13 @@
 //! Every batch appends its mark_ids to the due lists of the bucket of
 //! `now + window` (`jd:x:<shard>:<bucket>` for exposures, `jd:i:…` for
 //! interactions). Every `sweep_interval_ms` each worker tries, per side and
-//! shard, to take a short lock (`SET NX PX`); the holder walks the buckets that
-//! are entirely in the past, from its cursor (`jd:cur:…`) on, reads each list
+//! shard, to take a short lock (`SET NX PX`, renewed by its holder before
+//! every chunk; a holder that lost it stops before writing more); the holder
+//! walks the buckets that end before the *horizon* — the other side's topic's
+//! least partition progress, minus `unmatched_slack_ms` ([`crate::progress`]):
+//! a lagging, restarting or rebuilding partner side delays the sweep instead
+//! of letting it count an event whose partner is still coming —
+//! from its cursor (`jd:cur:…`) on, reads each list
 //! in chunks (`LRANGE`), checks each mark_id with one script call (pipelined:
 //! one round trip per chunk), produces the unmatched events when
 //! `emit_unmatched` is on, trims the chunk (`LTRIM`) and advances the cursor:
@@ -40,6 +45,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::output::{OutRecord, Output};
+use crate::progress;
 use crate::state::{self, Keys, Side, DUE_BUCKET_MS, DUE_SHARDS};
 use crate::store::{bulk, Commands, Store, StoreError};
 use crate::worker::now_ms;
@@ -51,6 +57,12 @@ pub struct Sweeper {
     pub keys: Keys,
     pub window_ms: i64,
     pub slack_ms: i64,
+    /// Allowance for events reaching Kafka after their event time
+    /// (`joiner.unmatched_slack_ms`).
+    pub unmatched_slack_ms: i64,
+    /// Progress hashes ([`crate::progress`]) of the exposure and the
+    /// interaction topic.
+    pub progress_keys: [String; 2],
     pub interval: Duration,
     pub batch: usize,
     pub emit_topic: Option<String>,
@@ -82,11 +94,52 @@ impl Sweeper {
         run_passes(interval, &metrics, &shutdown, |sd| self.pass(sd)).await
     }
 
+    fn lock_ms(&self) -> u64 {
+        (self.interval.as_millis() as u64 * 3).max(30_000)
+    }
+
+    /// The horizon of `side`'s due entries: the partner topic's least
+    /// progress (never after now) minus `unmatched_slack_ms`.
+    async fn horizon(&self, side: Side) -> Result<i64, StoreError> {
+        let key = &self.progress_keys[match side {
+            Side::Exposure => 1,
+            Side::Interaction => 0,
+        }];
+        let mut get = redis::cmd("HGETALL");
+        get.arg(key);
+        let reply = self.store.exec(&one(key, get)).await?.pop();
+        let progress = reply.as_ref().map(progress::parse).unwrap_or_default();
+        Ok(progress::horizon(
+            now_ms(),
+            &progress,
+            self.unmatched_slack_ms,
+        ))
+    }
+
+    /// Extends our lock on `lock`; an error if it is no longer ours (another
+    /// worker took it after it expired): the sweep stops before writing more.
+    async fn renew(&self, lock: &str) -> Result<(), StoreError> {
+        let ms = self.lock_ms().to_string();
+        let c = state::evalsha(
+            &self.store.scripts.renew,
+            &[lock.as_bytes()],
+            &[self.token.as_bytes(), ms.as_bytes()],
+        );
+        match self.store.exec(&one(lock, c)).await?.pop() {
+            Some(Value::Int(1)) => Ok(()),
+            other => Err(StoreError {
+                kind: "lock_lost",
+                detail: format!("sweep lock {lock} no longer ours ({other:?})"),
+            }),
+        }
+    }
+
     /// One pass over every side and shard whose lock we get.
     pub async fn pass(&self, shutdown: &AtomicBool) -> Result<usize, StoreError> {
-        let lock_ms = (self.interval.as_millis() as u64 * 3).max(30_000);
+        let lock_ms = self.lock_ms();
         let mut found = 0;
         for side in [Side::Exposure, Side::Interaction] {
+            let horizon = self.horizon(side).await?;
             for shard in 0..DUE_SHARDS {
                 if shutdown.load(Ordering::Acquire) {
                     return Ok(found);
@@ -104,7 +157,9 @@ impl Sweeper {
                 ) {
                     continue;
                 }
-                let res = self.sweep_shard(side, shard, shutdown).await;
+                let res = self
+                    .sweep_shard(side, shard, horizon, &lock, shutdown)
+                    .await;
                 let unlock = state::evalsha(
                     &self.store.scripts.unlock,
                     &[lock.as_bytes()],
@@ -117,15 +172,17 @@ impl Sweeper {
         Ok(found)
     }
 
-    /// Sweeps the due buckets of one side and shard, from the cursor on.
+    /// Sweeps the due buckets of one side and shard that end before
+    /// `horizon`, from the cursor on, holding `lock`.
     async fn sweep_shard(
         &self,
         side: Side,
         shard: u32,
+        horizon: i64,
+        lock: &str,
         shutdown: &AtomicBool,
     ) -> Result<usize, StoreError> {
-        let now = now_ms();
-        let last_due = now.div_euclid(DUE_BUCKET_MS) - 1;
+        let last_due = progress::last_sweepable_bucket(horizon, DUE_BUCKET_MS);
         let oldest = last_due - (self.window_ms + self.slack_ms) / DUE_BUCKET_MS - 2;
         let cur_key = self.keys.cursor(side, shard);
         let mut get = redis::cmd("GET");
@@ -153,13 +210,14 @@ impl Sweeper {
         for (b, len) in (first..=last_due).zip(lens) {
             if matches!(len, Value::Int(n) if n > 0) {
                 found += self
-                    .sweep_bucket(side, &self.keys.due(side, shard, b), shutdown)
+                    .sweep_bucket(side, &self.keys.due(side, shard, b), lock, shutdown)
                     .await?;
             }
             if shutdown.load(Ordering::Acquire) {
                 return Ok(found);
             }
         }
+        self.renew(lock).await?;
         let mut set = redis::cmd("SET");
         set.arg(&cur_key)
             .arg(last_due)
@@ -173,6 +231,7 @@ impl Sweeper {
         &self,
         side: Side,
         key: &str,
+        lock: &str,
         shutdown: &AtomicBool,
     ) -> Result<usize, StoreError> {
         let mut found = 0;
@@ -189,6 +248,9 @@ impl Sweeper {
             if chunk.is_empty() {
                 return Ok(found);
             }
+            // Marks, produces and trims only while the lock is ours (a
+            // chunk's produce retries can outlast it).
+            self.renew(lock).await?;
             let mut seen = HashSet::new();
             let members: Vec<&str> = chunk
                 .iter()

@@ -43,6 +43,7 @@ use tracing::{debug, info, warn};
 use crate::join::{Event, JoinParams};
 use crate::metrics::Metrics;
 use crate::output::{OutRecord, Output};
+use crate::progress;
 use crate::rebuild::{self, Guard, GuardKeys, GuardReply, Loss};
 use crate::store::{Commands, Store, StoreError};
 
@@ -70,6 +71,9 @@ pub struct Shared {
     metrics: Metrics,
     /// This thread's Redis-loss guard (see [`crate::rebuild`]).
     guard: Guard,
+    /// When a statistics sample last saw each partition's consumer lag at 0
+    /// (ms; see [`crate::progress`]).
+    caught_up: Mutex<HashMap<Tp, i64>>,
 }
 
 enum Rebal {
@@ -104,6 +108,17 @@ impl Shared {
             .collect();
         v.sort();
         v
+    }
+
+    /// The caught-up samples of the partitions owned now.
+    fn caught_up_owned(&self) -> HashMap<Tp, i64> {
+        let owned = self.owned.lock().expect("owned lock");
+        let caught = self.caught_up.lock().expect("caught_up lock");
+        caught
+            .iter()
+            .filter(|(tp, _)| owned.contains_key(*tp))
+            .map(|(tp, t)| (tp.clone(), *t))
+            .collect()
     }
 
     /// The next offset known processed (acknowledged) of `tp`, if any.
@@ -142,6 +157,20 @@ fn fmt_tps(tps: &[Tp]) -> Vec<String> {
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
         common::kafka::record_consumer_lag(&stats, &self.shared.metrics.consumer_lag);
+        let now = now_ms();
+        let owned = self.shared.owned.lock().expect("owned lock");
+        let mut caught = self.shared.caught_up.lock().expect("caught_up lock");
+        for tp in owned.keys() {
+            let lag = stats
+                .topics
+                .get(&*tp.0)
+                .and_then(|t| t.partitions.get(&tp.1))
+                .filter(|p| p.hi_offset >= 0)
+                .map(|p| p.consumer_lag);
+            if lag == Some(0) {
+                caught.insert(tp.clone(), now);
+            }
+        }
     }
 }
 
@@ -250,6 +279,8 @@ struct PartBatch {
     first: i64,
     next: i64,
     gen: u64,
+    /// Kafka timestamp of the partition's last message in the batch (ms; -1 none).
+    last_ts: i64,
 }
 
 impl Batch {
@@ -271,7 +302,15 @@ impl Batch {
         }
     }
 
-    fn seal(self) -> Sealed {
+    /// Seals the batch; `caught_up` is the thread's caught-up samples of the
+    /// partitions it owns, taken now (see [`crate::progress`]).
+    fn seal(self, caught_up: &HashMap<Tp, i64>) -> Sealed {
+        let last_ts: HashMap<Tp, i64> = self
+            .parts
+            .iter()
+            .map(|(tp, p)| (tp.clone(), p.last_ts))
+            .collect();
+        let progress = progress::merge(&last_ts, caught_up);
         let mut events = Vec::with_capacity(self.parts.values().map(|p| p.events.len()).sum());
         let mut offsets = HashMap::with_capacity(self.parts.len());
         let mut firsts = HashMap::with_capacity(self.parts.len());
@@ -290,6 +329,7 @@ impl Batch {
             offsets,
             firsts,
             messages: self.messages,
+            progress,
         }
     }
 }
@@ -301,6 +341,8 @@ struct Sealed {
     /// First offset per partition.
     firsts: HashMap<Tp, i64>,
     messages: usize,
+    /// Progress of the owned partitions, published with the batch.
+    progress: Vec<(Tp, i64)>,
 }
 
 /// Exposures first, each side in its order (stable sort).
@@ -342,6 +384,7 @@ impl Worker {
                 GuardKeys::new(&self.cfg.joiner.key_prefix),
                 self.token.clone(),
             ),
+            caught_up: Mutex::new(HashMap::new()),
         });
         let cfg = Arc::new(self.cfg.clone());
         let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.joiner_group);
@@ -423,7 +466,8 @@ impl Worker {
                 }
                 if collecting.messages > 0 {
                     let batch = std::mem::replace(&mut collecting, Batch::new());
-                    inflight = Some(self.spawn_batch(batch.seal(), &shared, &cfg));
+                    let sealed = batch.seal(&shared.caught_up_owned());
+                    inflight = Some(self.spawn_batch(sealed, &shared, &cfg));
                     last_guard = Instant::now();
                 } else {
                     collecting = Batch::new();
@@ -438,7 +482,8 @@ impl Worker {
                 if owns_any && last_guard.elapsed() >= IDLE_GUARD_EVERY {
                     // No events: the batch task runs only the guard (and a
                     // rebuild if Redis lost state).
-                    inflight = Some(self.spawn_batch(Batch::new().seal(), &shared, &cfg));
+                    let sealed = Batch::new().seal(&shared.caught_up_owned());
+                    inflight = Some(self.spawn_batch(sealed, &shared, &cfg));
                     last_guard = Instant::now();
                 }
                 watch.rejoin_if_stuck(&consumer, &topics, owns_any, &self.metrics.group_rejoins)?;
@@ -503,8 +548,12 @@ impl Worker {
             first: offset,
             next: -1,
             gen,
+            last_ts: -1,
         });
         part.messages += 1;
+        if let Some(ts) = msg.timestamp().to_millis() {
+            part.last_ts = part.last_ts.max(ts);
+        }
         part.next = offset + 1;
         part.gen = gen;
         self.metrics
@@ -691,7 +740,10 @@ impl BatchCtx {
         let records = loop {
             let tags = self.store.guard_tags().await;
             let tps = shared.owned_tps();
-            let res = match self.redis_stage(&batch.events, shared, &tags, &tps).await {
+            let res = match self
+                .redis_stage(&batch.events, shared, &tags, &tps, &batch.progress)
+                .await
+            {
                 Ok((records, guard)) => match self.check_guard(shared, &tags, &tps, &guard).await {
                     Ok(None) => break records,
                     // Rebuilt: run the batch again on the rebuilt state.
@@ -861,7 +913,7 @@ impl BatchCtx {
             exposures_first(&mut events);
             let mut backoff = Backoff::new(self.retry_min, self.retry_max);
             let records = loop {
-                match self.redis_stage(&events, shared, tags, &[]).await {
+                match self.redis_stage(&events, shared, tags, &[], &[]).await {
                     Ok((records, guard)) => {
                         let losses = shared.guard.observe(tags, &guard);
                         let moved = stale
@@ -936,14 +988,16 @@ impl BatchCtx {
         Ok(())
     }
 
-    /// The batch's Redis work and the Redis-loss guard: appended to the
-    /// pipeline (Lua protocol), or one round trip after the batch's own.
+    /// The batch's Redis work, the Redis-loss guard and the partitions'
+    /// progress (for the unmatched sweeper): appended to the pipeline (Lua
+    /// protocol), or one round trip after the batch's own.
     async fn redis_stage(
         &self,
         events: &[Event],
         shared: &Shared,
         tags: &[String],
         tps: &[Tp],
+        progress: &[(Tp, i64)],
     ) -> Result<(Vec<OutRecord>, Vec<GuardReply>), StoreError> {
         let mut guard = Commands::new();
         let n = rebuild::push_commands(
@@ -953,8 +1007,17 @@ impl BatchCtx {
             tps,
             &mut guard,
         );
-        let guarded =
-            |replies: &[redis::Value]| rebuild::parse_replies(tags.len(), tps.len(), replies);
+        // Progress goes after the guard: published only with the batch's writes.
+        let np = progress::push_commands(&self.cfg.joiner.key_prefix, progress, &mut guard);
+        let guarded = |replies: &[redis::Value]| {
+            let (g, p) = replies.split_at(replies.len().saturating_sub(np));
+            if let Some(redis::Value::ServerError(e)) =
+                p.iter().find(|v| matches!(v, redis::Value::ServerError(_)))
+            {
+                warn!(error = ?e, "publishing partition progress failed");
+            }
+            rebuild::parse_replies(tags.len(), tps.len(), g)
+        };
         if events.is_empty() {
             let r = self.store.exec(&guard).await?;
             return Ok((Vec::new(), guarded(&r)?));
@@ -997,7 +1060,7 @@ impl BatchCtx {
             replies.extend(self.store.exec(&guard).await?);
         }
         self.metrics.redis_commands_per_batch.observe(total as f64);
-        let g = replies.split_off(replies.len().saturating_sub(n));
+        let g = replies.split_off(replies.len().saturating_sub(n + np));
         Ok((
             self.join.outcome(events, &replies, &self.metrics),
             guarded(&g)?,
