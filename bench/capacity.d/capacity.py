@@ -18,6 +18,9 @@ import threading
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ingest.d"))
+import benchlib  # noqa: E402  (proc_cpu, ch_query: shared with bench/ingest)
+
 STAGES = ["fetch", "wait", "insert", "commit"]
 
 
@@ -27,11 +30,7 @@ def log(msg):
 
 def proc_cpu(pid):
     """utime+stime seconds of pid and its threads (0 when gone)."""
-    try:
-        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    return benchlib.proc_cpu(pid) or 0.0
 
 
 def scrape(port):
@@ -88,8 +87,7 @@ def metric(snap, name, **want):
 
 
 def ch(url, sql):
-    req = urllib.request.Request(url, data=sql.encode(), method="POST")
-    return urllib.request.urlopen(req, timeout=10).read().decode().strip()
+    return benchlib.ch_query(url, sql, timeout=10).strip()
 
 
 def main():

@@ -81,7 +81,7 @@ pub async fn create_topics(
     names: &[&str],
     replication: i32,
 ) -> anyhow::Result<Vec<(String, rdkafka::types::RDKafkaErrorCode)>> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
     use rdkafka::types::RDKafkaErrorCode;
 
     // Nothing to ask: a CreateTopics call with no topic did not return here
@@ -96,13 +96,8 @@ pub async fn create_topics(
         .iter()
         .map(|n| NewTopic::new(n, k.partitions, TopicReplication::Fixed(replication)))
         .collect();
-    // request_timeout bounds the wait for an unreachable broker (librdkafka's
-    // default is socket.timeout.ms, 60 s, before any error is reported).
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(15)))
-        .request_timeout(Some(Duration::from_secs(15)));
     let results = admin
-        .create_topics(&new, &opts)
+        .create_topics(&new, &admin_options())
         .await
         .with_context(|| format!("Kafka at {} is not reachable (kafka.brokers)", k.brokers))?;
     let mut refused = Vec::new();
@@ -114,6 +109,15 @@ pub async fn create_topics(
         }
     }
     Ok(refused)
+}
+
+/// Options for admin requests (create/delete topics): request_timeout bounds
+/// the wait for an unreachable broker (librdkafka's default is
+/// socket.timeout.ms, 60 s, before any error is reported).
+pub fn admin_options() -> rdkafka::admin::AdminOptions {
+    rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(15)))
+        .request_timeout(Some(Duration::from_secs(15)))
 }
 
 /// Notices a group member that owns no partition while its group stands still

@@ -8,11 +8,9 @@
 //! `joiner run --config`. [`drop_shadow`] deletes the shadow topics and the
 //! shadow database afterwards, and refuses anything production uses.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use common::Config;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -88,11 +86,8 @@ pub async fn drop_shadow(production: &Config, shadow: &Config) -> Result<Dropped
         .context("creating the Kafka admin client")?;
     let names = all_topics(&shadow.topics);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let opts = AdminOptions::new()
-        .operation_timeout(Some(Duration::from_secs(15)))
-        .request_timeout(Some(Duration::from_secs(15)));
     let results = admin
-        .delete_topics(&refs, &opts)
+        .delete_topics(&refs, &common::kafka::admin_options())
         .await
         .with_context(|| format!("Kafka at {} is not reachable", shadow.kafka.brokers))?;
     for r in results {

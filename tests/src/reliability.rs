@@ -866,42 +866,34 @@ impl Pipeline {
     /// Waits until the log of worker `i` (from [`Pipeline::start`]) has a line
     /// containing `needle`.
     pub fn wait_log(&mut self, i: usize, needle: &str, timeout: Duration) {
-        let start = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&self.procs[i].1.name).unwrap_or_default();
-            if log.contains(needle) {
-                return;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "no {needle:?} within {timeout:?} in {}",
-                self.procs[i].1.name
-            );
-            self.assert_running();
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_line(i, timeout, &format!("{needle:?}"), |l| l.contains(needle));
     }
 
     /// Waits until worker `i` owns at least one partition (its log's
     /// "partitions assigned" line with a non-empty list): its group's
     /// rebalance is over.
     pub fn wait_assigned(&mut self, i: usize, timeout: Duration) {
+        self.wait_line(i, timeout, "partition assigned", |l| {
+            l.contains("partitions assigned") && !l.contains("partitions=[]")
+        });
+    }
+
+    /// Waits until a line of worker `i`'s log satisfies `found`, checking
+    /// that the workers stay up; `what` names it in the failure.
+    fn wait_line(&mut self, i: usize, timeout: Duration, what: &str, found: impl Fn(&str) -> bool) {
         let start = Instant::now();
         loop {
             let log = std::fs::read_to_string(&self.procs[i].1.name).unwrap_or_default();
-            if log
-                .lines()
-                .any(|l| l.contains("partitions assigned") && !l.contains("partitions=[]"))
-            {
+            if log.lines().any(&found) {
                 return;
             }
             assert!(
                 start.elapsed() < timeout,
-                "worker owns no partition after {timeout:?} ({})",
+                "no {what} within {timeout:?} in {}",
                 self.procs[i].1.name
             );
             self.assert_running();
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
