@@ -59,6 +59,8 @@ def main():
         "heartbeat.interval.ms": a.heartbeat_interval_ms,
         # The same prefetch bound as the ingest worker (librdkafka's default is 64 MiB).
         "queued.max.messages.kbytes": 32768,
+        # The same fetch wait as the ingest worker (common/src/kafka.rs).
+        "fetch.wait.max.ms": 100,
     })
     consumer.subscribe(a.topics.split(","), on_assign=lambda c, ps: print(
         f"baseline: partitions assigned: {len(ps)}", file=sys.stderr, flush=True))

@@ -121,7 +121,8 @@ def cmd_run(a):
            "messages": n, "delivered_rate": (man.get("delivery") or {}).get("msgs_per_s"),
            "outside": poll,
            "worker_cpu_s_per_m": a.worker_cpu * 1e6 / n,
-           "server_cpu_s_per_m": a.server_cpu * 1e6 / n}
+           "server_cpu_s_per_m": a.server_cpu * 1e6 / n,
+           "broker_cpu_s_per_m": a.broker_cpu * 1e6 / n if a.broker_cpu is not None else None}
     if a.metrics:
         text = open(a.metrics).read()
         out["own"] = hist_summary(text, "adlog_ingest_freshness_seconds")
@@ -161,7 +162,7 @@ def cmd_report(a):
           "+-0.1 s), 'own' = the worker's histogram (buckets 10 ms to 100 ms, 50 ms to 1 s, "
           "250 ms to 3 s)")
     hdr = ("system", "rate/s", "runs", "delivered/s", "p50 s", "p99 s", "p99.9 s", "<=1 s", "<=2 s",
-           "own p50", "own p99", "own p99.9", "worker CPU-s/M", "server CPU-s/M", "INSERTs/s")
+           "own p50", "own p99", "own p99.9", "worker CPU-s/M", "server CPU-s/M", "broker CPU-s/M", "INSERTs/s")
     rows = []
     for (system, rate), rs in sorted(points.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         o = [r["outside"] for r in rs]
@@ -176,6 +177,7 @@ def cmd_report(a):
                      spread([x.get("p999_s") for x in own], s),
                      spread([r["worker_cpu_s_per_m"] for r in rs], one),
                      spread([r["server_cpu_s_per_m"] for r in rs], one),
+                     spread([r.get("broker_cpu_s_per_m") for r in rs], one),
                      spread(ins, one)))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(hdr)]
     for r in [hdr] + rows:
@@ -221,6 +223,8 @@ def main():
     p.add_argument("--metrics")
     p.add_argument("--worker-cpu", type=float, required=True)
     p.add_argument("--server-cpu", type=float, required=True)
+    p.add_argument("--broker-cpu", type=float,
+                   help="CPU-s of the Kafka broker over the run (the generator's produce included)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("report")

@@ -382,6 +382,10 @@ pub struct LoadgenConfig {
     pub replication_factor: i32,
     /// Upper bound on produced-but-unacknowledged messages.
     pub max_in_flight: usize,
+    /// librdkafka `linger.ms` of the generator's producer: how long it gathers
+    /// a partition's messages into one batch, as a Filebeat host does (its
+    /// queue and `bulk_max_size`). A `linger.ms` in `[kafka.properties]` wins.
+    pub linger_ms: u64,
 }
 
 impl Default for LoadgenConfig {
@@ -400,6 +404,7 @@ impl Default for LoadgenConfig {
             window_ms: 3_600_000,
             replication_factor: 1,
             max_in_flight: 100_000,
+            linger_ms: 50,
         }
     }
 }

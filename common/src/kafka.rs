@@ -33,6 +33,16 @@ pub fn producer_config(k: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// [`producer_config`] with `linger.ms` = `linger_ms` unless the
+/// pass-through properties set it: for producers that stand in for Filebeat.
+pub fn batching_producer_config(k: &KafkaConfig, linger_ms: u64) -> ClientConfig {
+    let mut c = producer_config(k);
+    if !k.properties.contains_key("linger.ms") {
+        c.set("linger.ms", linger_ms.to_string());
+    }
+    c
+}
+
 /// A consumer config for `group`: manual offset commits only.
 pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
     let mut c = client_config(k);
@@ -45,6 +55,14 @@ pub fn consumer_config(k: &KafkaConfig, group: &str) -> ClientConfig {
         // librdkafka's default (1000 ms) stalls consumption for a second each
         // time the local queue fills; measured: steady ~220k msg/s with 20 ms.
         .set("fetch.queue.backoff.ms", "20")
+        // How long a broker may hold a fetch that has no data yet (librdkafka
+        // default 500 ms). A Kafka broker answers as soon as data arrives, so
+        // on Kafka this only sets the idle fetch rate; the dev broker (tansu
+        // 0.6) sleeps up to half of it after *every* fetch, data or not
+        // (storage/src/service/fetch.rs), which put 0.25 s into every row's
+        // freshness. Measured at 20k msg/s: append -> fetched p50 0.19 s with
+        // 500, 0.10 s with 100.
+        .set("fetch.wait.max.ms", "100")
         // A subscribed topic that disappears and comes back (recreated, or a
         // broker that lost its log) is only seen again on a metadata refresh:
         // librdkafka's default of 5 minutes left it unconsumed that long.

@@ -374,9 +374,10 @@ impl Progress {
 pub async fn produce(cfg: &Config, params: &Params, opts: &SendOptions) -> Result<Manifest> {
     params.validate()?;
     check_reachable(cfg, Duration::from_secs(10)).await?;
-    let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer: FutureProducer =
+        common::kafka::batching_producer_config(&cfg.kafka, cfg.loadgen.linger_ms)
+            .create()
+            .context("creating the Kafka producer")?;
     ensure_topics(cfg, &producer, opts.replication_factor).await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(16);

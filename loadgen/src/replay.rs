@@ -565,9 +565,10 @@ pub async fn replay(
         })
     };
 
-    let producer: FutureProducer = common::kafka::producer_config(&cfg.kafka)
-        .create()
-        .context("creating the Kafka producer")?;
+    let producer: FutureProducer =
+        common::kafka::batching_producer_config(&cfg.kafka, cfg.loadgen.linger_ms)
+            .create()
+            .context("creating the Kafka producer")?;
     let mut s = Sender::new(producer.clone(), dst_topics.clone());
     let start = Instant::now();
     let mut progress = Progress {
