@@ -37,6 +37,8 @@ pub struct Metrics {
     /// Failed attempts of a batch stage (`redis` or `produce`), each retried with backoff.
     pub batch_retries: IntCounterVec,
     pub redis_errors: IntCounterVec,
+    /// Redis Cluster redirections followed per command (ask, moved, tryagain).
+    pub redis_redirects: IntCounterVec,
     pub produced: IntCounterVec,
     pub produce_errors: IntCounter,
     pub commits: IntCounter,
@@ -135,6 +137,11 @@ impl Metrics {
                 "Redis errors by kind (io, timeout, noscript, moved, server, ...)",
                 &["kind"],
             ),
+            redis_redirects: r.counter_vec(
+                "redis_redirects_total",
+                "Commands redirected on Redis Cluster and sent again: ask (ASKING to the importing node), moved (to the new owner), tryagain (multi-key command during a slot migration, sent again after a pause)",
+                &["kind"],
+            ),
             produced: r.counter_vec(
                 "produced_total",
                 "Events acknowledged by Kafka, by topic",
@@ -192,6 +199,9 @@ impl Metrics {
             m.out_of_window.with_label_values(&[side]);
             m.unmatched.with_label_values(&[side]);
             m.unmatched_unknown.with_label_values(&[side]);
+        }
+        for kind in ["ask", "moved", "tryagain"] {
+            m.redis_redirects.with_label_values(&[kind]);
         }
         for reason in ["epoch_missing", "epoch_missing_at_start", "writes_lost"] {
             m.redis_state_losses.with_label_values(&[reason]);

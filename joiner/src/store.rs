@@ -1,25 +1,46 @@
 //! The Redis connection: one node (`ConnectionManager`, reconnects by itself)
-//! or Redis Cluster (redis-rs's async cluster connection).
+//! or Redis Cluster (a connection per master of our own, plus redis-rs's
+//! async cluster connection for discovery and commands sent to every master).
 //!
 //! [`Store::exec`] sends a list of commands in **one round trip per node**.
 //! On one node that is a single pipeline. redis-rs's cluster client refuses a
-//! pipeline whose keys span several slots ("crossed slots"), so for a cluster
+//! pipeline whose keys span several slots ("crossed slots") and, when one reply
+//! of a pipeline is a redirection, sends the *whole* pipeline again to the
+//! node named (most of it to a node that does not own it); so for a cluster
 //! the store keeps its own slot → node map (`CLUSTER SLOTS`), splits the
-//! commands into one pipeline per master (order kept within each), routes
-//! each pipeline to its master and sends them concurrently. A `MOVED`/`ASK`
-//! reply (resharding, failover) refreshes the map and fails the attempt; the
-//! caller retries the whole batch (every command the joiner sends is idempotent).
-//! `NOSCRIPT` (a restarted or new node) reloads the scripts and retries at once.
+//! commands into one pipeline per master (order kept within each) and sends
+//! them concurrently on its own connections, one per node (cached).
+//!
+//! **Live resharding** is followed per command (issue 12 §3): a reply
+//! `ASK <slot> <node>` (the slot is migrating and the command's keys are not
+//! on the source any more) sends `ASKING` + that command to the importing
+//! node; `MOVED <slot> <node>` (the slot has a new owner) updates the map for
+//! that slot (a node not in the map: `CLUSTER SLOTS` again) and sends the
+//! command to its owner; `TRYAGAIN` (a multi-key command — our Lua scripts
+//! touch `jx:{m}` and `jp:{m}` — whose keys the migration has split, or that
+//! the importing node does not hold whole yet) sends it again after a short
+//! pause, until the slot's migration step is over. Only the commands that
+//! were not executed are sent again, each slot's in pipeline order, all to
+//! one node per slot ([`regroup`]): see joiner/README.md ("Redis Cluster")
+//! for why this keeps each side's write-then-read order. Counted in
+//! `redis_redirects_total{kind}`, logged at debug. What is still redirected
+//! after [`REDIRECT_ROUNDS`] rounds or [`REDIRECT_BUDGET`] fails the attempt
+//! (the map refreshed); the caller retries the batch (every command the
+//! joiner sends is idempotent). `NOSCRIPT` (a restarted or new node) reloads
+//! the scripts and retries at once.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, Value};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline, Value};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::state::Scripts;
@@ -127,6 +148,16 @@ fn reply_error_kind(code: &str) -> Option<&'static str> {
     }
 }
 
+/// A node's address as the cluster names it (`CLUSTER SLOTS`, `MOVED`, `ASK`).
+pub type Addr = (String, u16);
+
+/// Rounds of redirections one [`Store::exec`] follows before it gives up
+/// (the caller then retries the batch).
+pub const REDIRECT_ROUNDS: usize = 64;
+/// Time one [`Store::exec`] spends following redirections (mostly pauses
+/// after `TRYAGAIN`, while a slot's keys are migrated) before it gives up.
+pub const REDIRECT_BUDGET: Duration = Duration::from_secs(5);
+
 struct SlotMap {
     /// Master index by slot.
     by_slot: Vec<u16>,
@@ -134,12 +165,236 @@ struct SlotMap {
     masters: Vec<(String, u16, u16)>,
 }
 
+impl SlotMap {
+    fn owner(&self, slot: u16) -> Addr {
+        let (h, p, _) = &self.masters[usize::from(self.by_slot[usize::from(slot)])];
+        (h.clone(), *p)
+    }
+
+    /// Records `MOVED slot addr`; false if `addr` is not a known master
+    /// (the map must be fetched again).
+    fn moved(&mut self, slot: u16, addr: &Addr) -> bool {
+        match self
+            .masters
+            .iter()
+            .position(|(h, p, _)| *h == addr.0 && *p == addr.1)
+        {
+            Some(i) => {
+                self.by_slot[usize::from(slot)] = i as u16;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// How one reply of a cluster node left its command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Executed: any reply but the three below (error replies included).
+    Served,
+    /// `ASK <slot> <addr>`: the slot is migrating to `addr` and none of the
+    /// command's keys is on this node any more; not executed.
+    Ask(Addr),
+    /// `MOVED <slot> <addr>`: `addr` owns the slot now; not executed.
+    Moved(Addr),
+    /// `TRYAGAIN`: a multi-key command whose keys a migration in progress
+    /// has split (or that the importing node does not hold whole yet); not
+    /// executed.
+    TryAgain,
+}
+
+/// The verdict of `reply`, sent by the node at `from`.
+pub fn verdict(reply: &Value, from: &Addr) -> Verdict {
+    let Value::ServerError(se) = reply else {
+        return Verdict::Served;
+    };
+    let redirect = || parse_redirect(se.details().unwrap_or(""), &from.0).map(|(_, a)| a);
+    match se.code() {
+        "ASK" => redirect().map_or(Verdict::Served, Verdict::Ask),
+        "MOVED" => redirect().map_or(Verdict::Served, Verdict::Moved),
+        "TRYAGAIN" => Verdict::TryAgain,
+        _ => Verdict::Served,
+    }
+}
+
+/// The slot and node of a redirection's details, `<slot> <host>:<port>`. An
+/// empty host (a node that does not know its own address: `MOVED 3999 :7001`)
+/// is the host of the node that replied.
+pub fn parse_redirect(details: &str, from_host: &str) -> Option<(u16, Addr)> {
+    let mut parts = details.split_whitespace();
+    let slot: u16 = parts.next()?.parse().ok()?;
+    if usize::from(slot) >= SLOTS {
+        return None;
+    }
+    let (host, port) = parts.next()?.rsplit_once(':')?;
+    let host = if host.is_empty() { from_host } else { host };
+    Some((slot, (host.to_string(), port.parse().ok()?)))
+}
+
+/// Where a command goes in the next round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The slot's owner in the map.
+    Owner,
+    /// This node.
+    Node(Addr),
+    /// This node, after `ASKING`.
+    Asking(Addr),
+}
+
+/// The next hop of every command not executed, given as (index, slot,
+/// verdict), in pipeline order. Per slot, all of them go one way, in their
+/// order: after a `TRYAGAIN` among them, all to the owner (after a pause: the
+/// migration step is not over); else after a `MOVED`, all to the new owner;
+/// else (all `ASK`) each with `ASKING` to the importing node it names.
+/// Commands that were executed are never sent again.
+pub fn regroup(unserved: &[(usize, u16, Verdict)]) -> Vec<(usize, Next)> {
+    let mut by_slot: BTreeMap<u16, Vec<(usize, &Verdict)>> = BTreeMap::new();
+    for (i, slot, v) in unserved {
+        by_slot.entry(*slot).or_default().push((*i, v));
+    }
+    let mut out = Vec::with_capacity(unserved.len());
+    for items in by_slot.values() {
+        let wait = items.iter().any(|(_, v)| **v == Verdict::TryAgain);
+        let moved = items.iter().find_map(|(_, v)| match v {
+            Verdict::Moved(a) => Some(a),
+            _ => None,
+        });
+        for (i, v) in items {
+            let next = match (wait, moved, v) {
+                (true, _, _) => Next::Owner,
+                (false, Some(a), _) => Next::Node(a.clone()),
+                (false, None, Verdict::Ask(a)) => Next::Asking(a.clone()),
+                (false, None, _) => Next::Owner,
+            };
+            out.push((*i, next));
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// One pipeline per node: its address and the (index, `ASKING` first?) of
+/// each command, in pipeline order.
+pub fn plan_sends(
+    next: &[(usize, Next)],
+    owner: impl Fn(usize) -> Addr,
+) -> Vec<(Addr, Vec<(usize, bool)>)> {
+    let mut out: Vec<(Addr, Vec<(usize, bool)>)> = Vec::new();
+    for (i, n) in next {
+        let (addr, asking) = match n {
+            Next::Owner => (owner(*i), false),
+            Next::Node(a) => (a.clone(), false),
+            Next::Asking(a) => (a.clone(), true),
+        };
+        match out.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, items)) => items.push((*i, asking)),
+            None => out.push((addr, vec![(*i, asking)])),
+        }
+    }
+    out
+}
+
+/// The pause before sending `TRYAGAIN` commands again, by round: 2, 4, 8 …
+/// up to 100 ms.
+fn tryagain_pause(round: usize) -> Duration {
+    Duration::from_millis((2u64 << round.min(6)).min(100))
+}
+
+/// Redis Cluster: the slot map and a connection per node.
+struct Cluster {
+    /// Discovery (`CLUSTER SLOTS`) and commands sent to every master.
+    conn: ClusterConnection,
+    map: Mutex<SlotMap>,
+    /// The first seed's settings (credentials, TLS); only the address differs per node.
+    seed: ConnectionInfo,
+    timeout: Duration,
+    nodes: Mutex<HashMap<Addr, MultiplexedConnection>>,
+}
+
+impl Cluster {
+    /// The (cached) connection to `addr`.
+    async fn node(&self, addr: &Addr) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(c) = self.nodes.lock().await.get(addr) {
+            return Ok(c.clone());
+        }
+        let (host, port) = addr.clone();
+        let node_addr = match self.seed.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host, port),
+        };
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let conn = redis::Client::open(self.seed.clone().set_addr(node_addr))
+            .map_err(|e| StoreError::from_redis(&e))?
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(|e| StoreError::from_redis(&e))?;
+        Ok(self
+            .nodes
+            .lock()
+            .await
+            .entry(addr.clone())
+            .or_insert(conn)
+            .clone())
+    }
+
+    /// Sends `cmds[i]` for each (i, asking) of `items` to `addr` as one
+    /// pipeline (`ASKING` before those that ask for it); one reply per item.
+    async fn send(
+        &self,
+        addr: &Addr,
+        items: &[(usize, bool)],
+        cmds: &[&Cmd],
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut pipe = Pipeline::new();
+        for (i, asking) in items {
+            if *asking {
+                pipe.add_command(redis::cmd("ASKING"));
+            }
+            pipe.add_command(cmds[*i].clone());
+        }
+        let mut conn = self.node(addr).await?;
+        let values = match conn.req_packed_commands(&pipe, 0, pipe.len()).await {
+            Ok(v) => v,
+            Err(e) => {
+                // A broken or timed-out connection is opened again next time.
+                self.nodes.lock().await.remove(addr);
+                return Err(StoreError::from_redis(&e));
+            }
+        };
+        if values.len() != pipe.len() {
+            return Err(StoreError {
+                kind: "redis",
+                detail: format!("{} replies to {} commands", values.len(), pipe.len()),
+            });
+        }
+        let mut values = values.into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for (_, asking) in items {
+            if *asking {
+                values.next(); // ASKING's OK
+            }
+            out.extend(values.next());
+        }
+        Ok(out)
+    }
+}
+
 enum Conn {
     Single(ConnectionManager),
-    Cluster {
-        conn: ClusterConnection,
-        map: Mutex<SlotMap>,
-    },
+    Cluster(Box<Cluster>),
 }
 
 pub struct Store {
@@ -200,10 +455,16 @@ impl Store {
                 masters = map.masters.len(),
                 "connected to the Redis Cluster"
             );
-            Conn::Cluster {
+            let seed = nodes[0]
+                .into_connection_info()
+                .context("redis.url: invalid cluster seed node")?;
+            Conn::Cluster(Box::new(Cluster {
                 conn,
                 map: Mutex::new(map),
-            }
+                seed,
+                timeout,
+                nodes: Mutex::new(HashMap::new()),
+            }))
         } else {
             let client = redis::Client::open(cfg.url.as_str())
                 .with_context(|| "redis.url is not a valid Redis URL".to_string())?;
@@ -264,11 +525,11 @@ impl Store {
                     .map_err(|e| StoreError::from_redis(&e))?;
                 Ok(vec![v])
             }
-            Conn::Cluster { conn, map } => {
-                let masters = map.lock().await.masters.clone();
+            Conn::Cluster(cl) => {
+                let masters = cl.map.lock().await.masters.clone();
                 let mut out = Vec::with_capacity(masters.len());
                 for (host, port, _) in masters {
-                    let mut c = conn.clone();
+                    let mut c = cl.conn.clone();
                     let v = c
                         .route_command(
                             cmd.clone(),
@@ -301,7 +562,9 @@ impl Store {
                 Ok(r) => r,
                 Err(e) => {
                     self.metrics.redis_errors.with_label_values(&[e.kind]).inc();
-                    if e.kind == "moved" {
+                    // On a cluster, a node that fails may have been replaced
+                    // (failover): ask the cluster again.
+                    if matches!(e.kind, "moved" | "io" | "timeout") {
                         self.refresh_slots().await;
                     }
                     return Err(e);
@@ -350,63 +613,111 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::from_redis(&e))
             }
-            Conn::Cluster { conn, map } => {
-                // Split by master, keeping each command's index.
-                let (groups, reps) = {
-                    let map = map.lock().await;
-                    let mut groups: Vec<(Pipeline, Vec<usize>)> = (0..map.masters.len())
-                        .map(|_| (Pipeline::new(), Vec::new()))
-                        .collect();
-                    for (i, (cmd, slot)) in cmds.pipe.cmd_iter().zip(&cmds.slots).enumerate() {
-                        let m = usize::from(map.by_slot[usize::from(*slot)]);
-                        groups[m].0.add_command(cmd.clone());
-                        groups[m].1.push(i);
-                    }
-                    let reps: Vec<u16> = map.masters.iter().map(|(_, _, s)| *s).collect();
-                    (groups, reps)
-                };
-                let futs = groups
-                    .into_iter()
-                    .zip(reps)
-                    .filter(|((_, idx), _)| !idx.is_empty())
-                    .map(|((pipe, idx), rep)| {
-                        let mut c = conn.clone();
-                        async move {
-                            let n = idx.len();
-                            let route = SingleNodeRoutingInfo::SpecificNode(
-                                redis::cluster_routing::Route::new(rep, SlotAddr::Master),
-                            );
-                            c.route_pipeline(pipe, 0, n, route).await.map(|v| (idx, v))
-                        }
-                    });
-                let results = futures_util::future::join_all(futs).await;
-                let mut out = vec![Value::Nil; cmds.len()];
-                for r in results {
-                    let (idx, values) = r.map_err(|e| StoreError::from_redis(&e))?;
-                    if values.len() != idx.len() {
-                        return Err(StoreError {
-                            kind: "redis",
-                            detail: format!("{} replies to {} commands", values.len(), idx.len()),
-                        });
-                    }
-                    for (i, v) in idx.into_iter().zip(values) {
-                        out[i] = v;
-                    }
-                }
-                Ok(out)
-            }
+            Conn::Cluster(cl) => self.exec_cluster(cl, cmds).await,
         }
     }
 
+    /// One attempt on the cluster: one pipeline per node, then rounds that
+    /// send the commands not executed again where their replies said
+    /// ([`regroup`]); replies still redirected after [`REDIRECT_ROUNDS`] or
+    /// [`REDIRECT_BUDGET`] are returned as they are (the caller fails the
+    /// attempt on them).
+    async fn exec_cluster(&self, cl: &Cluster, cmds: &Commands) -> Result<Vec<Value>, StoreError> {
+        let all: Vec<&Cmd> = cmds.pipe.cmd_iter().collect();
+        let mut out = vec![Value::Nil; all.len()];
+        let mut next: Vec<(usize, Next)> = (0..all.len()).map(|i| (i, Next::Owner)).collect();
+        let started = Instant::now();
+        for round in 0..REDIRECT_ROUNDS {
+            let sends = {
+                let map = cl.map.lock().await;
+                plan_sends(&next, |i| map.owner(cmds.slots[i]))
+            };
+            let all = &all;
+            let results =
+                futures_util::future::join_all(sends.into_iter().map(|(addr, items)| async move {
+                    let r = cl.send(&addr, &items, all).await;
+                    (addr, items, r)
+                }))
+                .await;
+            let mut unserved = Vec::new();
+            for (addr, items, r) in results {
+                for ((i, _), v) in items.into_iter().zip(r?) {
+                    let verdict = verdict(&v, &addr);
+                    out[i] = v;
+                    if verdict != Verdict::Served {
+                        unserved.push((i, cmds.slots[i], verdict));
+                    }
+                }
+            }
+            if unserved.is_empty() {
+                return Ok(out);
+            }
+            unserved.sort_by_key(|(i, _, _)| *i);
+            let wait = self.note_redirects(cl, &unserved, round).await;
+            if round + 1 == REDIRECT_ROUNDS || started.elapsed() >= REDIRECT_BUDGET {
+                break;
+            }
+            if wait {
+                tokio::time::sleep(tryagain_pause(round)).await;
+            }
+            next = regroup(&unserved);
+        }
+        Ok(out)
+    }
+
+    /// Counts and logs one round's redirections and records `MOVED` in the
+    /// slot map; true if some must wait (`TRYAGAIN`).
+    async fn note_redirects(
+        &self,
+        cl: &Cluster,
+        unserved: &[(usize, u16, Verdict)],
+        round: usize,
+    ) -> bool {
+        let (mut ask, mut moved, mut again) = (0u64, 0u64, 0u64);
+        let mut unknown_node = false;
+        {
+            let mut map = cl.map.lock().await;
+            for (_, slot, v) in unserved {
+                match v {
+                    Verdict::Ask(_) => ask += 1,
+                    Verdict::Moved(a) => {
+                        moved += 1;
+                        unknown_node |= !map.moved(*slot, a);
+                    }
+                    Verdict::TryAgain => again += 1,
+                    Verdict::Served => {}
+                }
+            }
+        }
+        let m = &self.metrics.redis_redirects;
+        m.with_label_values(&["ask"]).inc_by(ask);
+        m.with_label_values(&["moved"]).inc_by(moved);
+        m.with_label_values(&["tryagain"]).inc_by(again);
+        let (_, slot, first) = &unserved[0];
+        debug!(
+            round,
+            ask,
+            moved,
+            tryagain = again,
+            slot,
+            first = ?first,
+            "Redis Cluster redirections: sending those commands again"
+        );
+        if unknown_node {
+            self.refresh_slots().await;
+        }
+        again > 0
+    }
+
     async fn refresh_slots(&self) {
-        if let Conn::Cluster { conn, map } = &self.conn {
-            match fetch_slot_map(&mut conn.clone()).await {
+        if let Conn::Cluster(cl) = &self.conn {
+            match fetch_slot_map(&mut cl.conn.clone()).await {
                 Ok(m) => {
                     info!(
                         masters = m.masters.len(),
                         "refreshed the Redis Cluster slot map"
                     );
-                    *map.lock().await = m;
+                    *cl.map.lock().await = m;
                 }
                 Err(e) => {
                     warn!(error = %format!("{e:#}"), "refreshing the Redis Cluster slot map failed")
@@ -420,7 +731,8 @@ impl Store {
     pub async fn guard_tags(&self) -> Vec<String> {
         match &self.conn {
             Conn::Single(_) => vec!["g".to_string()],
-            Conn::Cluster { map, .. } => map
+            Conn::Cluster(cl) => cl
+                .map
                 .lock()
                 .await
                 .masters
@@ -546,6 +858,127 @@ mod tests {
                 "{k}"
             );
         }
+    }
+
+    fn reply(raw: &str) -> Value {
+        redis::parse_redis_value(raw.as_bytes()).unwrap()
+    }
+
+    fn addr(h: &str, p: u16) -> Addr {
+        (h.to_string(), p)
+    }
+
+    #[test]
+    fn parses_ask_and_moved() {
+        assert_eq!(
+            parse_redirect("3999 127.0.0.1:6381", "x"),
+            Some((3999, addr("127.0.0.1", 6381)))
+        );
+        // A node that does not know its own address: the replying node's host.
+        assert_eq!(
+            parse_redirect("12 :7001", "10.0.0.5"),
+            Some((12, addr("10.0.0.5", 7001)))
+        );
+        assert_eq!(
+            parse_redirect("7 ::1:7002", "x"),
+            Some((7, addr("::1", 7002)))
+        );
+        for bad in ["", "3999", "16384 h:1", "x h:1", "1 h", "1 h:port"] {
+            assert_eq!(parse_redirect(bad, "x"), None, "{bad:?}");
+        }
+        let from = addr("127.0.0.1", 7000);
+        assert_eq!(
+            verdict(&reply("-ASK 3300 127.0.0.1:7001\r\n"), &from),
+            Verdict::Ask(addr("127.0.0.1", 7001))
+        );
+        assert_eq!(
+            verdict(&reply("-MOVED 3300 :7002\r\n"), &from),
+            Verdict::Moved(addr("127.0.0.1", 7002))
+        );
+        assert_eq!(
+            verdict(
+                &reply("-TRYAGAIN Multiple keys request during rehashing of slot\r\n"),
+                &from
+            ),
+            Verdict::TryAgain
+        );
+        // Everything else was executed, errors included (the caller judges them).
+        for r in [
+            "+OK\r\n",
+            ":1\r\n",
+            "$-1\r\n",
+            "-NOSCRIPT No matching script\r\n",
+            "-ERR wrong\r\n",
+            "-ASK garbage\r\n",
+        ] {
+            assert_eq!(verdict(&reply(r), &from), Verdict::Served, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn regroup_sends_each_slots_unexecuted_commands_one_way_in_order() {
+        let (a, b, c) = (addr("h", 1), addr("h", 2), addr("h", 3));
+        let unserved = vec![
+            // slot 5: all ASK → ASKING to the importing node, in order
+            (1, 5, Verdict::Ask(b.clone())),
+            (4, 5, Verdict::Ask(b.clone())),
+            // slot 6: an ASK and a MOVED (the migration ended between them):
+            // both to the new owner, no ASKING
+            (2, 6, Verdict::Ask(b.clone())),
+            (7, 6, Verdict::Moved(c.clone())),
+            // slot 8: a TRYAGAIN holds the slot's ASK back with it
+            (3, 8, Verdict::Ask(b.clone())),
+            (9, 8, Verdict::TryAgain),
+        ];
+        let next = regroup(&unserved);
+        assert_eq!(
+            next,
+            vec![
+                (1, Next::Asking(b.clone())),
+                (2, Next::Node(c.clone())),
+                (3, Next::Owner),
+                (4, Next::Asking(b.clone())),
+                (7, Next::Node(c.clone())),
+                (9, Next::Owner),
+            ]
+        );
+        // One pipeline per node, pipeline order kept within each; the owner
+        // of slot 8 (via the command's index) is node a.
+        let sends = plan_sends(&next, |i| {
+            assert!(i == 3 || i == 9, "only Owner hops ask the map");
+            a.clone()
+        });
+        assert_eq!(
+            sends,
+            vec![
+                (b.clone(), vec![(1, true), (4, true)]),
+                (c.clone(), vec![(2, false), (7, false)]),
+                (a.clone(), vec![(3, false), (9, false)]),
+            ]
+        );
+        assert!(regroup(&[]).is_empty());
+    }
+
+    #[test]
+    fn slot_map_records_moved_for_known_masters_only() {
+        let mut map = SlotMap {
+            by_slot: vec![0; SLOTS],
+            masters: vec![("h".into(), 1, 0), ("h".into(), 2, 100)],
+        };
+        map.by_slot[100..].fill(1);
+        assert_eq!(map.owner(5), addr("h", 1));
+        assert!(map.moved(5, &addr("h", 2)));
+        assert_eq!(map.owner(5), addr("h", 2));
+        assert_eq!(map.owner(6), addr("h", 1), "only that slot");
+        assert!(!map.moved(5, &addr("h", 9)), "unknown node: fetch the map");
+        assert_eq!(map.owner(5), addr("h", 2));
+    }
+
+    #[test]
+    fn tryagain_pauses_grow_to_100_ms() {
+        assert_eq!(tryagain_pause(0), Duration::from_millis(2));
+        assert_eq!(tryagain_pause(3), Duration::from_millis(16));
+        assert_eq!(tryagain_pause(40), Duration::from_millis(100));
     }
 
     #[test]

@@ -457,14 +457,20 @@ fn config_from(base: Config) -> Config {
     cfg
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_three_masters_join_exactly() {
-    let mut cfg = test_config("jn_cluster");
+/// `config()` on the 3-master Redis Cluster (`dev/stack up redis-cluster`;
+/// seeds from `ADLOG_TEST_REDIS_CLUSTER`).
+fn cluster_config(name: &str) -> Config {
+    let mut cfg = test_config(name);
     cfg.redis.cluster = true;
     cfg.redis.url = std::env::var("ADLOG_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
         "redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002".into()
     });
-    let cfg = config_from(cfg);
+    config_from(cfg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_three_masters_join_exactly() {
+    let cfg = cluster_config("jn_cluster");
     let m = generate(&cfg, 40_000, 0).await.unwrap();
     let mut j = JoinerProc::start(&cfg, "a");
     let ids = expected_ids(&m);
@@ -472,6 +478,115 @@ async fn redis_cluster_three_masters_join_exactly() {
         read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut j])
     });
     assert_exact(&m, &seen);
+    assert_eq!(j.term(Duration::from_secs(30)), 0);
+}
+
+/// `redis-cli ARGS…`: its output (stdout and stderr), or a panic naming it
+/// if it failed.
+fn redis_cli(args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(args)
+        .output()
+        .expect("running redis-cli (apt install redis-tools)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "redis-cli {args:?} failed: {text}");
+    text
+}
+
+/// `redis-cli --cluster reshard`: `slots` slots from node id `from` to `to`
+/// (the source's lowest slots first); returns how long it took.
+fn reshard(seed: &str, from: &str, to: &str, slots: u32) -> Duration {
+    let t = Instant::now();
+    let out = redis_cli(&[
+        "--cluster",
+        "reshard",
+        seed,
+        "--cluster-from",
+        from,
+        "--cluster-to",
+        to,
+        "--cluster-slots",
+        &slots.to_string(),
+        "--cluster-yes",
+    ]);
+    assert!(
+        !out.contains("[ERR]"),
+        "reshard {from} -> {to} reported an error:\n{out}"
+    );
+    t.elapsed()
+}
+
+/// Live resharding (issue 12 §3): while events flow, 1000 slots move from the
+/// first master to the second (`redis-cli --cluster reshard`) and back. The
+/// joined ids stay exactly the expected pairs; the joiner followed the
+/// redirections per command (`redis_redirects_total` > 0: the reshard
+/// happened while it worked) and never failed a batch for them
+/// (`batch_retries_total{stage="redis"}` = 0: no attempt failed and waited for
+/// a backoff).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_live_reshard_mid_stream_joins_exactly() {
+    let cfg = cluster_config("jn_reshard");
+    let seeds: Vec<String> = cfg.redis.url.split(',').map(host_port).collect();
+    let (a, b) = (seeds[0].clone(), seeds[1].clone());
+    let id = |node: &str| {
+        let (host, port) = node.rsplit_once(':').expect("host:port");
+        redis_cli(&["-h", host, "-p", port, "CLUSTER", "MYID"])
+            .trim()
+            .to_string()
+    };
+    let (id_a, id_b) = (id(&a), id(&b));
+    let mut j = JoinerProc::start(&cfg, "a");
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 200_000, 8_000).await })
+    };
+    wait_mid_stream(&cfg, &gen).await;
+    let there = tokio::task::block_in_place(|| reshard(&a, &id_a, &id_b, 1000));
+    assert!(
+        !gen.is_finished(),
+        "the generator finished during the first reshard: not mid-stream (raise the count)"
+    );
+    let back = tokio::task::block_in_place(|| reshard(&a, &id_b, &id_a, 1000));
+    j.assert_running();
+    let m = gen.await.unwrap().unwrap();
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(3), &mut [&mut j])
+    });
+    assert_exact(&m, &seen);
+    let log = j.log.display().to_string();
+    let addr = integration_tests::reliability::metrics_addr(&log, Duration::from_secs(5))
+        .expect("the joiner's metrics address in its log");
+    let page = integration_tests::reliability::http_get(&addr, "/metrics").unwrap();
+    let metric = |name: &str, labels: &str| {
+        page.lines()
+            .find(|l| l.starts_with(&format!("adlog_joiner_{name}{{{labels}}} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (ask, moved, again) = (
+        metric("redis_redirects_total", "kind=\"ask\""),
+        metric("redis_redirects_total", "kind=\"moved\""),
+        metric("redis_redirects_total", "kind=\"tryagain\""),
+    );
+    let retries = metric("batch_retries_total", "stage=\"redis\"");
+    println!(
+        "reshard 1000 slots there {there:?}, back {back:?}; redirects ask {ask}, moved {moved}, \
+         tryagain {again}; redis batch retries {retries}; {} pairs",
+        ids.len()
+    );
+    assert!(
+        ask + moved > 0.0,
+        "no redirection counted: the reshard did not meet the stream (log: {log})"
+    );
+    assert_eq!(
+        retries, 0.0,
+        "batches failed and were retried during the reshard (log: {log})"
+    );
     assert_eq!(j.term(Duration::from_secs(30)), 0);
 }
 
