@@ -238,6 +238,14 @@ impl JoinParams {
                     Value::BulkString(b) => match state::decode_exposure(&i.mark_id, b) {
                         Ok(st) => {
                             if state::in_window(st.exposure.ts_ms, i.ts_ms, self.window_ms) {
+                                // The script returns the state as it was: a
+                                // counted exposure joins now (flag '2' → '1').
+                                if st.flag == state::FLAG_COUNTED {
+                                    metrics
+                                        .unmatched_then_joined
+                                        .with_label_values(&["exposure"])
+                                        .inc();
+                                }
                                 emit(
                                     Joined::from_pair(&st.exposure, i),
                                     Side::Interaction,

@@ -27,6 +27,9 @@ pub struct Metrics {
     /// Due entries whose state had already expired when the sweeper looked
     /// (the sweeper was behind by more than the TTL slack), by side.
     pub unmatched_unknown: IntCounterVec,
+    /// Exposures the sweeper had counted unmatched that an interaction within
+    /// the window joined afterwards: the sweeper was early (must stay 0).
+    pub unmatched_then_joined: IntCounterVec,
     /// Joined ids produced twice within one batch, dropped before producing.
     pub batch_duplicates: IntCounter,
     /// Stored values that could not be decoded (skipped).
@@ -102,6 +105,11 @@ impl Metrics {
             unmatched_unknown: r.counter_vec(
                 "unmatched_unknown_total",
                 "Due entries whose state had expired before the sweeper checked them",
+                &["side"],
+            ),
+            unmatched_then_joined: r.counter_vec(
+                "unmatched_then_joined_total",
+                "Exposures counted unmatched by the sweeper that an interaction within the window joined later (the sweeper was early; should stay 0: raise joiner.unmatched_slack_ms)",
                 &["side"],
             ),
             batch_duplicates: r.counter(
@@ -200,6 +208,9 @@ impl Metrics {
             m.unmatched.with_label_values(&[side]);
             m.unmatched_unknown.with_label_values(&[side]);
         }
+        // Only exposures carry a counted flag; an interaction counted unmatched
+        // and joined later is not told apart from a replay.
+        m.unmatched_then_joined.with_label_values(&["exposure"]);
         for kind in ["ask", "moved", "tryagain"] {
             m.redis_redirects.with_label_values(&[kind]);
         }

@@ -152,6 +152,28 @@ impl JoinerProc {
         }
     }
 
+    /// The value of `adlog_joiner_<name>{<labels>}` on the joiner's
+    /// `/metrics` page (0 when the series is absent).
+    fn metric(&self, name: &str, labels: &str) -> f64 {
+        let log = self.log.display().to_string();
+        let addr = integration_tests::reliability::metrics_addr(&log, Duration::from_secs(5))
+            .expect("the joiner's metrics address in its log");
+        let page = integration_tests::reliability::http_get(&addr, "/metrics").unwrap();
+        page.lines()
+            .find(|l| l.starts_with(&format!("adlog_joiner_{name}{{{labels}}} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Sends SIGSTOP / SIGCONT (`sig` = "STOP", "CONT").
+    fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{sig} failed");
+    }
+
     fn assert_running(&mut self) {
         if let Some(st) = self.child.try_wait().unwrap() {
             panic!(
@@ -559,15 +581,7 @@ async fn redis_cluster_live_reshard_mid_stream_joins_exactly() {
     });
     assert_exact(&m, &seen);
     let log = j.log.display().to_string();
-    let addr = integration_tests::reliability::metrics_addr(&log, Duration::from_secs(5))
-        .expect("the joiner's metrics address in its log");
-    let page = integration_tests::reliability::http_get(&addr, "/metrics").unwrap();
-    let metric = |name: &str, labels: &str| {
-        page.lines()
-            .find(|l| l.starts_with(&format!("adlog_joiner_{name}{{{labels}}} ")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let metric = |name: &str, labels: &str| j.metric(name, labels);
     let (ask, moved, again) = (
         metric("redis_redirects_total", "kind=\"ask\""),
         metric("redis_redirects_total", "kind=\"moved\""),
@@ -590,6 +604,100 @@ async fn redis_cluster_live_reshard_mid_stream_joins_exactly() {
     assert_eq!(j.term(Duration::from_secs(30)), 0);
 }
 
+/// The unmatched sweeper is never early (issue 12 §4). Two joiners in one
+/// group; the interaction topic has 3 partitions and the exposure topic 4, so
+/// a mark_id's exposure and interaction are often owned by different joiners.
+/// Mid-stream joiner b is stopped (SIGSTOP) for 12 s (due lists are 10 s buckets): the interactions
+/// of its partitions wait in Kafka while joiner a keeps processing exposures
+/// whose partners are among them, and those exposures come due. The sweeper
+/// must wait for b's published progress: when b continues, they join, and the
+/// unmatched topic holds exactly loadgen's unmatched exposures, none of them
+/// joined. With the horizon at `now − slack` (before src/progress.rs) the
+/// sweeper counted some of those exposures unmatched and they joined
+/// afterwards (4 in the run that checked it, with an 8 s stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeper_waits_for_a_lagging_partner_and_never_counts_a_later_join() {
+    let mut cfg = config("jn_lagging");
+    cfg.joiner.window_s = 2;
+    cfg.joiner.state_ttl_slack_s = 60;
+    cfg.joiner.emit_unmatched = true;
+    cfg.joiner.sweep_interval_ms = 500;
+    cfg.joiner.unmatched_slack_ms = 500;
+    cfg.loadgen.window_ms = 2_000;
+    cfg.kafka.partitions = 4;
+    // The interaction topic first, with fewer partitions (loadgen keeps an
+    // existing topic as it is).
+    let mut k = cfg.kafka.clone();
+    k.partitions = 3;
+    let refused = common::kafka::create_topics(&k, &[cfg.topics.interaction.as_str()], 1)
+        .await
+        .unwrap();
+    assert!(
+        refused.is_empty(),
+        "creating the interaction topic: {refused:?}"
+    );
+    let mut a = JoinerProc::start(&cfg, "a");
+    let mut b = JoinerProc::start(&cfg, "b");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let gen = {
+        let cfg = cfg.clone();
+        tokio::spawn(async move { generate(&cfg, 160_000, 6_000).await })
+    };
+    wait_mid_stream(&cfg, &gen).await;
+    b.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    a.assert_running();
+    assert!(
+        !gen.is_finished(),
+        "the generator finished while b was stopped: not mid-stream (raise the count)"
+    );
+    b.signal("CONT");
+    let m = gen.await.unwrap().unwrap();
+    let ids = expected_ids(&m);
+    let seen = tokio::task::block_in_place(|| {
+        read_joined(&cfg, &ids, Duration::from_secs(1), &mut [&mut a, &mut b])
+    });
+    assert_exact(&m, &seen);
+    let (exposures, by_reason) = tokio::task::block_in_place(|| {
+        read_unmatched(
+            &cfg,
+            m.stats.exposures_unmatched,
+            m.stats.orphan_interactions,
+            &mut [&mut a, &mut b],
+        )
+    });
+    let joined_marks: BTreeSet<&str> = m
+        .expected_pairs
+        .iter()
+        .map(|p| p.mark_id.as_str())
+        .collect();
+    let early: Vec<&String> = exposures
+        .iter()
+        .filter(|x| joined_marks.contains(x.as_str()))
+        .collect();
+    assert!(
+        early.is_empty(),
+        "{} exposures were counted unmatched and joined later, e.g. {:?} (by reason: {by_reason:?})",
+        early.len(),
+        &early[..early.len().min(5)]
+    );
+    assert_eq!(
+        exposures.len() as u64,
+        m.stats.exposures_unmatched,
+        "unmatched exposures (by reason: {by_reason:?})"
+    );
+    for j in [&a, &b] {
+        assert_eq!(
+            j.metric("unmatched_then_joined_total", "side=\"exposure\""),
+            0.0,
+            "a joiner counted an exposure unmatched that joined later (log: {})",
+            j.log.display()
+        );
+    }
+    assert_eq!(a.term(Duration::from_secs(30)), 0);
+    assert_eq!(b.term(Duration::from_secs(30)), 0);
+}
+
 /// With a 2 s window, the sweeper reports every exposure without an
 /// interaction in its window, and every orphan interaction, on the unmatched topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,7 +716,41 @@ async fn unmatched_events_are_emitted_after_the_window() {
     });
     assert_exact(&m, &seen);
 
-    // The unmatched topic: exposures by mark_id, orphan interactions.
+    let (want_x, want_orphans) = (m.stats.exposures_unmatched, m.stats.orphan_interactions);
+    let (exposures, by_reason) = read_unmatched(&cfg, want_x, want_orphans, &mut [&mut j]);
+    let orphans = by_reason
+        .get(&("interaction".into(), "no_exposure".into()))
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        exposures.len() as u64,
+        want_x,
+        "unmatched exposures (by reason: {by_reason:?})"
+    );
+    assert_eq!(
+        orphans, want_orphans,
+        "orphan interactions (by reason: {by_reason:?})"
+    );
+    // Joined exposures are never reported unmatched.
+    let joined_marks: BTreeSet<&str> = m
+        .expected_pairs
+        .iter()
+        .map(|p| p.mark_id.as_str())
+        .collect();
+    assert!(exposures.iter().all(|x| !joined_marks.contains(x.as_str())));
+    assert_eq!(j.term(Duration::from_secs(30)), 0);
+}
+
+/// Unmatched exposures by mark_id, and every report by (side, reason): reads
+/// the unmatched topic from the beginning until it holds `want_x` exposures
+/// and `want_orphans` orphan interactions, or `WAIT` passes (the caller
+/// asserts the counts). Checks that the joiners stay up meanwhile.
+fn read_unmatched(
+    cfg: &Config,
+    want_x: u64,
+    want_orphans: u64,
+    procs: &mut [&mut JoinerProc],
+) -> (BTreeSet<String>, BTreeMap<(String, String), u64>) {
     let c: BaseConsumer = common::kafka::consumer_config(&cfg.kafka, "unused-manual-assign")
         .create()
         .unwrap();
@@ -616,8 +758,6 @@ async fn unmatched_events_are_emitted_after_the_window() {
     let mut assigned = false;
     let mut exposures = BTreeSet::new();
     let mut by_reason: BTreeMap<(String, String), u64> = BTreeMap::new();
-    let want_x = m.stats.exposures_unmatched;
-    let want_orphans = m.stats.orphan_interactions;
     while start.elapsed() < WAIT {
         if !assigned {
             let md = c
@@ -657,27 +797,9 @@ async fn unmatched_events_are_emitted_after_the_window() {
         if exposures.len() as u64 >= want_x && orphans >= want_orphans {
             break;
         }
-        j.assert_running();
+        for j in procs.iter_mut() {
+            j.assert_running();
+        }
     }
-    let orphans = by_reason
-        .get(&("interaction".into(), "no_exposure".into()))
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(
-        exposures.len() as u64,
-        want_x,
-        "unmatched exposures (by reason: {by_reason:?})"
-    );
-    assert_eq!(
-        orphans, want_orphans,
-        "orphan interactions (by reason: {by_reason:?})"
-    );
-    // Joined exposures are never reported unmatched.
-    let joined_marks: BTreeSet<&str> = m
-        .expected_pairs
-        .iter()
-        .map(|p| p.mark_id.as_str())
-        .collect();
-    assert!(exposures.iter().all(|x| !joined_marks.contains(x.as_str())));
-    assert_eq!(j.term(Duration::from_secs(30)), 0);
+    (exposures, by_reason)
 }
