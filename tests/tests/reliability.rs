@@ -75,6 +75,20 @@ fn block<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
 }
 
+/// `s` with its rate lowered (never raised) so that sending lasts through
+/// `outages` outages and a recovery after each: every fault must land while
+/// events still flow. At the full CI rate (12 s of sending) a fast run stored
+/// the last event during the first recovery, and the second outage's wait for
+/// more rows timed out.
+fn spanning(s: Scale, outages: u32) -> Scale {
+    let need = (s.outage + Duration::from_secs(10)) * outages + Duration::from_secs(5);
+    let rate = (s.events as f64 / need.as_secs_f64()) as u64;
+    Scale {
+        rate: s.rate.min(rate.max(1)),
+        ..s
+    }
+}
+
 /// Waits until the pipeline stored `more` raw rows beyond `from`.
 fn wait_raw(pl: &mut Pipeline, from: u64, more: u64) -> u64 {
     pl.wait_for("rows to flow", Duration::from_secs(120), |p| {
@@ -157,6 +171,7 @@ async fn kill9_joiner(s: Scale) {
 }
 
 async fn clickhouse_stop_restart(s: Scale) {
+    let s = spanning(s, s.repeats.min(2));
     let name = format!(
         "ClickHouse stopped {} s and restarted ×{}{}",
         s.outage.as_secs(),
@@ -226,6 +241,7 @@ async fn clickhouse_slow(s: Scale) {
 }
 
 async fn redis_restart(s: Scale) {
+    let s = spanning(s, s.repeats.min(3));
     let name = format!(
         "Redis killed, down {} s, restarted (AOF) ×{}{}",
         s.outage.as_secs(),
