@@ -45,6 +45,17 @@ fn config(name: &str) -> Config {
     config_from(test_config(name))
 }
 
+/// `config()` for the unmatched tests: a 2 s window, unmatched events
+/// emitted, the sweeper every 0.5 s, states kept 60 s past the window.
+fn unmatched_config(name: &str) -> Config {
+    let mut cfg = config(name);
+    cfg.joiner.window_s = 2;
+    cfg.joiner.state_ttl_slack_s = 60;
+    cfg.joiner.emit_unmatched = true;
+    cfg.joiner.sweep_interval_ms = 500;
+    cfg
+}
+
 fn check_kafka(cfg: &Config) {
     let c: BaseConsumer = common::kafka::client_config(&cfg.kafka)
         .create()
@@ -617,11 +628,7 @@ async fn redis_cluster_live_reshard_mid_stream_joins_exactly() {
 /// afterwards (4 in the run that checked it, with an 8 s stop).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweeper_waits_for_a_lagging_partner_and_never_counts_a_later_join() {
-    let mut cfg = config("jn_lagging");
-    cfg.joiner.window_s = 2;
-    cfg.joiner.state_ttl_slack_s = 60;
-    cfg.joiner.emit_unmatched = true;
-    cfg.joiner.sweep_interval_ms = 500;
+    let mut cfg = unmatched_config("jn_lagging");
     cfg.joiner.unmatched_slack_ms = 500;
     cfg.loadgen.window_ms = 2_000;
     cfg.kafka.partitions = 4;
@@ -702,11 +709,7 @@ async fn sweeper_waits_for_a_lagging_partner_and_never_counts_a_later_join() {
 /// interaction in its window, and every orphan interaction, on the unmatched topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unmatched_events_are_emitted_after_the_window() {
-    let mut cfg = config("jn_unmatched");
-    cfg.joiner.window_s = 2;
-    cfg.joiner.state_ttl_slack_s = 60;
-    cfg.joiner.emit_unmatched = true;
-    cfg.joiner.sweep_interval_ms = 500;
+    let mut cfg = unmatched_config("jn_unmatched");
     cfg.loadgen.window_ms = 2_000;
     let m = generate(&cfg, 20_000, 0).await.unwrap();
     let mut j = JoinerProc::start(&cfg, "a");
