@@ -437,7 +437,7 @@ impl Worker {
                     None => {}
                 }
             }
-            self.apply_rebalances(&shared, &mut collecting, &mut next_offset);
+            self.apply_rebalances(&consumer, &shared, &mut collecting, &mut next_offset);
 
             if let Some(rx) = inflight.as_mut() {
                 if let Ok(done) = rx.try_recv() {
@@ -571,13 +571,23 @@ impl Worker {
         }
     }
 
+    /// Applies the rebalances the callbacks queued. Every newly assigned
+    /// partition is resumed: librdkafka keeps a partition's pause across a
+    /// revoke and a re-assignment to the same member, and [`Self::wait_stalled`]
+    /// resumes only what is assigned when its batch finishes. A partition
+    /// revoked while paused (a broker frozen past the session timeout) came
+    /// back paused and was never fetched again: the joiner stopped joining
+    /// (the kafka_broker_frozen_exact scenario). A stall still in progress
+    /// pauses the new assignment again. True when partitions were assigned.
     fn apply_rebalances(
         &self,
+        consumer: &BaseConsumer<Ctx>,
         shared: &Shared,
         collecting: &mut Batch,
         next_offset: &mut HashMap<Tp, i64>,
-    ) {
+    ) -> bool {
         let events = std::mem::take(&mut *shared.events.lock().expect("events lock"));
+        let mut assigned = false;
         for ev in events {
             let tps = match ev {
                 Rebal::Revoked(tps) => {
@@ -585,7 +595,15 @@ impl Worker {
                     tps
                 }
                 Rebal::Assigned(tps) => {
+                    assigned = true;
                     self.output.recheck_topics();
+                    let mut tpl = TopicPartitionList::new();
+                    for (t, p) in &tps {
+                        tpl.add_partition(t, *p);
+                    }
+                    if let Err(e) = consumer.resume(&tpl) {
+                        warn!(error = %e, "resuming newly assigned partitions failed");
+                    }
                     tps
                 }
             };
@@ -593,6 +611,7 @@ impl Worker {
                 next_offset.remove(tp);
             }
         }
+        assigned
     }
 
     /// Waits for the batch in flight; after [`STALL_AFTER`] pauses the
@@ -631,9 +650,10 @@ impl Worker {
                 Some(Err(e)) => debug!(error = %e, "Kafka consumer error while paused"),
                 None => {}
             }
-            let before = shared.generation.load(Ordering::Acquire);
-            self.apply_rebalances(shared, collecting, next_offset);
-            if shared.generation.load(Ordering::Acquire) != before {
+            // The rebalance callbacks run inside poll(): whether one assigned
+            // partitions is known from the events applied, not from a
+            // generation read after the poll.
+            if self.apply_rebalances(consumer, shared, collecting, next_offset) {
                 paused = self.pause_all(consumer);
             }
         };

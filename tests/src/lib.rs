@@ -170,6 +170,17 @@ impl Proc {
         }
     }
 
+    /// Panics, with the exit status and the end of the log, if it exited:
+    /// a worker that stopped early says why in its last lines.
+    pub fn assert_running(&mut self, why: &str) {
+        if let Some(st) = self.child.try_wait().expect("try_wait") {
+            let log = std::fs::read_to_string(&self.name).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            panic!("{why}: it exited ({st}); the end of {}:\n{tail}", self.name);
+        }
+    }
+
     /// Resident set size in KiB (from /proc), 0 if the process is gone.
     pub fn rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

@@ -218,10 +218,7 @@ async fn outage_then_drain(
     let mut peak_kib = 0;
     while down_at.elapsed() < Duration::from_secs(20) {
         peak_kib = peak_kib.max(ingest.rss_kib());
-        assert!(
-            ingest.child.try_wait().unwrap().is_none(),
-            "ingest must keep running while ClickHouse is down"
-        );
+        ingest.assert_running("ingest must keep running while ClickHouse is down");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     own.stack("up");
@@ -255,6 +252,7 @@ async fn clickhouse_down_20s_mid_stream_exact_counts_and_bounded_memory() {
     while count(&ch, &cfg, "ods_request", "").await == 0
         && start.elapsed() < Duration::from_secs(60)
     {
+        ingest.assert_running("ingest must run until the stream is written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (m, peak_rss_kib) = outage_then_drain(&own, &mut ingest, gen).await;
@@ -303,6 +301,7 @@ async fn backlog_on_48_partitions_during_an_outage_stays_within_the_memory_bound
     while count(&ch, &cfg, "ods_request", "").await == 0
         && start.elapsed() < Duration::from_secs(60)
     {
+        ingest.assert_running("ingest must run until the stream is written");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The process before the backlog: binaries, runtime, librdkafka's threads.
