@@ -262,6 +262,12 @@ impl Default for IngestConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JoinerConfig {
+    /// The Redis join protocol: `slices` (plain pipelined hash commands on
+    /// bucketed, time-sliced hashes; joiner/README.md) or `lua` (one script
+    /// call per event, a key per exposure: the previous default, kept as the
+    /// benchmark baseline). Each protocol keeps its own state and guard keys,
+    /// so switching a running deployment rebuilds the window from Kafka.
+    pub protocol: JoinProtocol,
     /// Consumer threads in one process (each a member of `kafka.joiner_group`
     /// with one batch in flight). A batch waits on two round trips (Redis, then
     /// the produce acks), so two threads roughly double throughput (bench/joiner).
@@ -325,6 +331,7 @@ pub struct JoinerConfig {
 impl Default for JoinerConfig {
     fn default() -> Self {
         JoinerConfig {
+            protocol: JoinProtocol::Slices,
             consumers: 2,
             window_s: 3_600,
             state_ttl_slack_s: 600,
@@ -348,6 +355,15 @@ impl Default for JoinerConfig {
             unmatched_slack_ms: 30_000,
         }
     }
+}
+
+/// See [`JoinerConfig::protocol`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinProtocol {
+    #[default]
+    Slices,
+    Lua,
 }
 
 /// Defaults for the load generator (each is also a CLI flag).

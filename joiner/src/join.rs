@@ -41,16 +41,38 @@ impl Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
     /// Plain pipelined hash commands on bucketed, time-sliced hashes
-    /// ([`crate::slices`]), `joiner run --slices`. Not yet the default: it has
-    /// not been through the integration tests and the benchmark (issue 12).
+    /// ([`crate::slices`]): the default (`joiner.protocol = "slices"`).
+    #[default]
     Slices,
     /// One Lua script call per event, a key per exposure and per park list,
-    /// due lists for the sweeper, all in one pipeline per batch: the default,
-    /// and the baseline the slices protocol is to be measured against.
-    #[default]
+    /// due lists for the sweeper, all in one pipeline per batch
+    /// (`joiner.protocol = "lua"`): the previous default, kept as the
+    /// benchmark baseline.
     Lua,
     /// The Lua scripts one round trip per command, JSON state (the first baseline).
     Naive,
+}
+
+impl From<common::config::JoinProtocol> for Protocol {
+    fn from(p: common::config::JoinProtocol) -> Protocol {
+        match p {
+            common::config::JoinProtocol::Slices => Protocol::Slices,
+            common::config::JoinProtocol::Lua => Protocol::Lua,
+        }
+    }
+}
+
+impl Protocol {
+    /// Namespace of the Redis-loss guard's keys. Each protocol has its own:
+    /// a joiner switched to another protocol finds no epoch of its own and
+    /// rebuilds the window from Kafka into the state it reads.
+    pub fn guard_namespace(self) -> &'static str {
+        match self {
+            Protocol::Lua => "jg",
+            Protocol::Slices => "jgs",
+            Protocol::Naive => "jgn",
+        }
+    }
 }
 
 /// The join's parameters.

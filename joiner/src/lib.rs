@@ -159,6 +159,10 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
     let token = format!("{}-{}", std::process::id(), worker::now_ms());
     let interval = Duration::from_millis(cfg.joiner.sweep_interval_ms.max(100));
     let slack_ms = cfg.joiner.state_ttl_slack_s as i64 * 1000;
+    let progress_keys = [
+        progress::key(&cfg.joiner.key_prefix, &cfg.topics.exposure),
+        progress::key(&cfg.joiner.key_prefix, &cfg.topics.interaction),
+    ];
     let sweep_task = if opts.protocol == join::Protocol::Slices {
         let sweeper = slice_sweeper::SliceSweeper {
             store: store.clone(),
@@ -166,7 +170,8 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             metrics: metrics.clone(),
             layout: join.slices.layout.clone(),
             window_ms: join.window_ms,
-            final_after_ms: join.window_ms + slack_ms,
+            unmatched_slack_ms: cfg.joiner.unmatched_slack_ms as i64,
+            progress_keys: progress_keys.clone(),
             interval,
             batch: cfg.joiner.sweep_batch.max(1),
             emit_topic,
@@ -182,10 +187,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             window_ms: join.window_ms,
             slack_ms,
             unmatched_slack_ms: cfg.joiner.unmatched_slack_ms as i64,
-            progress_keys: [
-                progress::key(&cfg.joiner.key_prefix, &cfg.topics.exposure),
-                progress::key(&cfg.joiner.key_prefix, &cfg.topics.interaction),
-            ],
+            progress_keys,
             interval,
             batch: cfg.joiner.sweep_batch.max(1),
             emit_topic,

@@ -20,10 +20,10 @@ enum Command {
     /// Consume the exposure and interaction topics and produce joined events
     /// until SIGTERM/SIGINT (the batch in flight is finished and committed).
     Run {
-        /// The plain-command protocol on bucketed, time-sliced hashes
-        /// (`joiner::slices`; experimental, issue 12).
-        #[arg(long, conflicts_with = "naive")]
-        slices: bool,
+        /// The Redis join protocol, overriding `joiner.protocol`: `slices`
+        /// (the default) or `lua` (the previous one, a benchmark baseline).
+        #[arg(long, value_name = "NAME", value_parser = ["slices", "lua"], conflicts_with = "naive")]
+        protocol: Option<String>,
         /// Baseline for benchmarks: the Lua scripts with one Redis round trip
         /// per command, no pipelining, the record's JSON line as state.
         #[arg(long)]
@@ -51,18 +51,17 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::CheckConfig { offline } => check_config::command(&cfg, offline),
             Command::Run {
-                slices,
+                protocol,
                 naive,
                 stop_after_idle,
             } => joiner::run(
-                cfg,
+                cfg.clone(),
                 joiner::Options {
-                    protocol: if naive {
-                        joiner::join::Protocol::Naive
-                    } else if slices {
-                        joiner::join::Protocol::Slices
-                    } else {
-                        joiner::join::Protocol::Lua
+                    protocol: match (naive, protocol.as_deref()) {
+                        (true, _) => joiner::join::Protocol::Naive,
+                        (false, Some("lua")) => joiner::join::Protocol::Lua,
+                        (false, Some(_)) => joiner::join::Protocol::Slices,
+                        (false, None) => cfg.joiner.protocol.into(),
                     },
                     handle_signals: true,
                     stop_after_idle: stop_after_idle.map(std::time::Duration::from_secs),

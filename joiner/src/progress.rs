@@ -105,6 +105,21 @@ pub fn horizon(now: i64, progress: &[i64], slack_ms: i64) -> i64 {
     progress.iter().copied().fold(now, i64::min) - slack_ms
 }
 
+/// [`horizon`] from the progress hash `key` (one round trip).
+pub async fn read_horizon(
+    store: &crate::store::Store,
+    key: &str,
+    slack_ms: i64,
+) -> Result<i64, crate::store::StoreError> {
+    let mut get = redis::cmd("HGETALL");
+    get.arg(key);
+    let mut c = Commands::new();
+    c.push(key.as_bytes(), get);
+    let reply = store.exec(&c).await?.pop();
+    let progress = reply.as_ref().map(parse).unwrap_or_default();
+    Ok(horizon(crate::worker::now_ms(), &progress, slack_ms))
+}
+
 /// The last due bucket (of `bucket_ms`) that ends at or before `horizon`.
 pub fn last_sweepable_bucket(horizon: i64, bucket_ms: i64) -> i64 {
     horizon.div_euclid(bucket_ms) - 1

@@ -39,9 +39,9 @@
 //!
 //! | key | content | TTL |
 //! |---|---|---|
-//! | `<p>jg:{<tag>}:epoch` | this Redis incarnation's epoch (random) | none |
-//! | `<p>jg:{<tag>}:seq:<token>` | a consumer thread's `INCR` sequence | 1 day |
-//! | `<p>jg:{<tag>}:rb:<topic>:<partition>` | the epoch the partition's window was written under | none |
+//! | `<p><ns>:{<tag>}:epoch` | this Redis incarnation's epoch (random) | none |
+//! | `<p><ns>:{<tag>}:seq:<token>` | a consumer thread's `INCR` sequence | 1 day |
+//! | `<p><ns>:{<tag>}:rb:<topic>:<partition>` | the epoch the partition's window was written under | none |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,26 +63,28 @@ const SEQ_TTL_MS: u64 = 86_400_000;
 /// Guard key names under a prefix.
 #[derive(Debug, Clone)]
 pub struct GuardKeys {
+    /// The key prefix and the protocol's namespace (`jg`, `jgs`, …).
     prefix: String,
 }
 
 impl GuardKeys {
-    pub fn new(prefix: &str) -> GuardKeys {
+    /// `ns`: [`crate::join::Protocol::guard_namespace`].
+    pub fn new(prefix: &str, ns: &str) -> GuardKeys {
         GuardKeys {
-            prefix: prefix.to_owned(),
+            prefix: format!("{prefix}{ns}"),
         }
     }
 
     pub fn epoch(&self, tag: &str) -> String {
-        format!("{}jg:{{{tag}}}:epoch", self.prefix)
+        format!("{}:{{{tag}}}:epoch", self.prefix)
     }
 
     pub fn seq(&self, tag: &str, token: &str) -> String {
-        format!("{}jg:{{{tag}}}:seq:{token}", self.prefix)
+        format!("{}:{{{tag}}}:seq:{token}", self.prefix)
     }
 
     pub fn rebuilt(&self, tag: &str, tp: &Tp) -> String {
-        format!("{}jg:{{{tag}}}:rb:{}:{}", self.prefix, tp.0, tp.1)
+        format!("{}:{{{tag}}}:rb:{}:{}", self.prefix, tp.0, tp.1)
     }
 }
 
@@ -538,7 +540,7 @@ mod tests {
 
     #[test]
     fn guard_tracks_the_sequence_per_tag() {
-        let g = Guard::new(GuardKeys::new("p:"), "t".into());
+        let g = Guard::new(GuardKeys::new("p:", "jg"), "t".into());
         let tags = vec!["a".to_string(), "b".to_string()];
         let ok = [reply(3, Some("e"), &[]), reply(8, Some("e"), &[])];
         assert_eq!(g.observe(&tags, &ok), vec![None, None]);
@@ -558,7 +560,7 @@ mod tests {
 
     #[test]
     fn guard_commands_and_replies_line_up() {
-        let keys = GuardKeys::new("p:");
+        let keys = GuardKeys::new("p:", "jg");
         let tps: Vec<Tp> = vec![("exposure".into(), 0), ("interaction".into(), 3)];
         let tags = vec!["g0".to_string(), "g1".to_string()];
         let mut c = Commands::new();

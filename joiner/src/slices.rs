@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `<p>j:{<bucket>}:<slice>` | hash (listpack) | field [`exposure_field`]`(m)` → the exposure's [state](crate::state::encode_exposure); field [`park_field`]`(m, k)` → the k-th interaction parked for `m` ([encoded](crate::state::encode_interaction)) |
 //! | `<p>jsl` | sorted set | slice → last processing time (ms) anything was written into it (`ZADD GT`) |
-//! | `<p>jsw` | sorted set | slices the sweeper finished → when |
+//! | `<p>jslx`, `<p>jsli` | sorted set | the same for exposures, and for interactions parked in their own slice |
+//! | `<p>jsw`, `<p>jswi` | sorted set | slice → the last write the sweeper's exposure / interaction phase covered |
 //! | `<p>jsl:lock` | string | the sweeper's lock (`SET NX PX`, renewed while it works) |
 //!
 //! `<bucket>` is FNV-1a(mark_id) mod `joiner.state_buckets`; `<slice>` is the
@@ -68,8 +69,15 @@ use schemas::{Exposure, Interaction, Joined};
 use crate::join::Emitter;
 use crate::metrics::Metrics;
 use crate::output::OutRecord;
-use crate::state::{self, fnv1a, Side, FLAG_JOINED};
+use crate::state::{self, fnv1a, Side, FLAG_COUNTED, FLAG_JOINED};
 use crate::store::{bulk, Commands, Store, StoreError};
+
+/// Registries of the slices written: any write (park copies included).
+pub const REG_ANY: u8 = 0;
+/// ... exposures written.
+pub const REG_EXPOSURES: u8 = 1;
+/// ... interactions parked in their own slice.
+pub const REG_INTERACTIONS: u8 = 2;
 
 /// First byte of a field holding a packed `m-<hex>` mark_id.
 const FIELD_PACKED: u8 = 0x01;
@@ -187,14 +195,29 @@ impl Layout {
         format!("{}j:{{{bucket}}}:{slice}", self.prefix)
     }
 
-    /// Slice → last write (processing time, ms).
+    /// Slice → last write of anything (processing time, ms).
     pub fn registry(&self) -> String {
-        format!("{}jsl", self.prefix)
+        self.registry_of(REG_ANY)
     }
 
-    /// Slices swept → when.
+    /// Slice → last write of the kind `r` ([`REG_ANY`], [`REG_EXPOSURES`],
+    /// [`REG_INTERACTIONS`]).
+    pub fn registry_of(&self, r: u8) -> String {
+        match r {
+            REG_EXPOSURES => format!("{}jslx", self.prefix),
+            REG_INTERACTIONS => format!("{}jsli", self.prefix),
+            _ => format!("{}jsl", self.prefix),
+        }
+    }
+
+    /// Slices whose exposures were swept → when.
     pub fn swept(&self) -> String {
         format!("{}jsw", self.prefix)
+    }
+
+    /// Slices whose parked interactions were swept → when.
+    pub fn swept_interactions(&self) -> String {
+        format!("{}jswi", self.prefix)
     }
 
     pub fn lock(&self) -> String {
@@ -229,8 +252,12 @@ enum Step {
 struct Progress {
     /// The exposure's (first) in-window join was seen: its flag must be set.
     flag_exposure: bool,
-    /// The interaction found its exposure (stop parking).
+    /// The interaction found its exposure's state (in or out of its window).
     found: bool,
+    /// ... within the window: joined, stop parking. One found out of its
+    /// window still parks in its own slice, so that the sweeper reports it
+    /// unmatched (`out_of_window`) like every interaction that joins nothing.
+    joined: bool,
     /// The interaction was parked in its own slice.
     parked_home: bool,
 }
@@ -272,7 +299,10 @@ impl SliceJoin {
         let mut field = Vec::with_capacity(32);
         while !round.is_empty() {
             let mut cmds = Commands::new();
-            let mut written: Vec<i64> = Vec::new();
+            // (registry, slice) of every write: any write, and separately
+            // exposures and interactions parked in their own slice (the
+            // sweeper's two phases wait for their last write).
+            let mut written: Vec<(u8, i64)> = Vec::new();
             for (n, step) in &round {
                 let m = events[*n].mark_id();
                 let b = self.layout.bucket_of(m);
@@ -290,7 +320,7 @@ impl SliceJoin {
                         let mut c = redis::cmd("HGET");
                         c.arg(&key).arg(&field[..]);
                         cmds.push(key.as_bytes(), c);
-                        written.push(s);
+                        written.push((REG_EXPOSURES, s));
                     }
                     (Step::XRead(k), Event::Exposure(e)) => {
                         let key = self.layout.hash(b, self.layout.slice_of(e.ts_ms));
@@ -308,7 +338,7 @@ impl SliceJoin {
                         c.arg(&key).arg(&field[..]);
                         cmds.push(key.as_bytes(), c);
                     }
-                    (Step::Park(s, k), Event::Interaction(_)) => {
+                    (Step::Park(s, k), Event::Interaction(i)) => {
                         let key = self.layout.hash(b, *s);
                         field.clear();
                         park_field(m, *k, &mut field);
@@ -323,16 +353,21 @@ impl SliceJoin {
                         let mut c = redis::cmd("HGET");
                         c.arg(&key).arg(&field[..]);
                         cmds.push(key.as_bytes(), c);
-                        written.push(*s);
+                        if *s == self.layout.slice_of(i.ts_ms) {
+                            written.push((REG_INTERACTIONS, *s));
+                        }
+                        written.push((REG_ANY, *s));
                     }
                     _ => unreachable!("step of the other side"),
                 }
             }
             let n_steps = cmds.len();
+            let any: Vec<(u8, i64)> = written.iter().map(|(_, s)| (REG_ANY, *s)).collect();
+            written.extend(any);
             written.sort_unstable();
             written.dedup();
-            let reg = self.layout.registry();
-            for s in &written {
+            for (r, s) in &written {
+                let reg = self.layout.registry_of(*r);
                 let mut c = redis::cmd("ZADD");
                 c.arg(&reg).arg("GT").arg(now_ms).arg(*s);
                 cmds.push(reg.as_bytes(), c);
@@ -395,7 +430,11 @@ impl SliceJoin {
                         let s = self.layout.slice_of(i.ts_ms);
                         if let Some(st) = bulk(take()) {
                             progress[n].found = true;
-                            self.found(i, st, s, &mut emitter, &mut flags, metrics);
+                            if self.found(i, st, s, &mut emitter, &mut flags, metrics) {
+                                progress[n].joined = true;
+                            } else {
+                                next.push((n, Step::Park(s, 0)));
+                            }
                         } else {
                             next.push((n, Step::Park(s, 0)));
                             next.push((n, Step::Park(s - 1, 0)));
@@ -419,16 +458,17 @@ impl SliceJoin {
                         if let Some(st) = bulk(x) {
                             if !progress[n].found {
                                 progress[n].found = true;
-                                self.found(i, st, s, &mut emitter, &mut flags, metrics);
+                                progress[n].joined =
+                                    self.found(i, st, s, &mut emitter, &mut flags, metrics);
                             }
                         }
                     }
                     _ => unreachable!("step of the other side"),
                 }
             }
-            // An interaction that found its exposure stops parking; one still
+            // An interaction that joined its exposure stops parking; one still
             // parking keeps reading after each write (the next round's steps).
-            next.retain(|(n, step)| !(matches!(step, Step::Park(..)) && progress[*n].found));
+            next.retain(|(n, step)| !(matches!(step, Step::Park(..)) && progress[*n].joined));
             for (n, p) in progress.iter_mut().enumerate() {
                 if p.parked_home && matches!(events[n], Event::Interaction(_)) {
                     p.parked_home = false;
@@ -450,7 +490,9 @@ impl SliceJoin {
         Ok(emitter.into_records())
     }
 
-    /// An interaction found its exposure's state `st` in slice `s`.
+    /// An interaction found its exposure's state `st` in slice `s`; true
+    /// when within the window (joined). A join of an exposure the sweeper
+    /// already counted unmatched is counted in `unmatched_then_joined_total`.
     fn found(
         &self,
         i: &Interaction<'_>,
@@ -459,7 +501,7 @@ impl SliceJoin {
         emitter: &mut Emitter,
         flags: &mut Commands,
         metrics: &Metrics,
-    ) {
+    ) -> bool {
         match state::decode_exposure(&i.mark_id, st) {
             Ok(x) if state::in_window(x.exposure.ts_ms, i.ts_ms, self.window_ms) => {
                 emitter.emit(
@@ -467,17 +509,30 @@ impl SliceJoin {
                     Side::Interaction,
                     metrics,
                 );
+                if x.flag == FLAG_COUNTED {
+                    metrics
+                        .unmatched_then_joined
+                        .with_label_values(&["exposure"])
+                        .inc();
+                }
                 if x.flag != FLAG_JOINED {
                     let mut v = st.to_vec();
                     v[0] = FLAG_JOINED;
                     self.flag(flags, &i.mark_id, s, &v);
                 }
+                true
             }
-            Ok(_) => metrics
-                .out_of_window
-                .with_label_values(&["interaction"])
-                .inc(),
-            Err(_) => metrics.decode_errors.inc(),
+            Ok(_) => {
+                metrics
+                    .out_of_window
+                    .with_label_values(&["interaction"])
+                    .inc();
+                false
+            }
+            Err(_) => {
+                metrics.decode_errors.inc();
+                false
+            }
         }
     }
 

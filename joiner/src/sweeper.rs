@@ -48,7 +48,6 @@ use crate::output::{OutRecord, Output};
 use crate::progress;
 use crate::state::{self, Keys, Side, DUE_BUCKET_MS, DUE_SHARDS};
 use crate::store::{bulk, Commands, Store, StoreError};
-use crate::worker::now_ms;
 
 pub struct Sweeper {
     pub store: Arc<Store>,
@@ -105,15 +104,7 @@ impl Sweeper {
             Side::Exposure => 1,
             Side::Interaction => 0,
         }];
-        let mut get = redis::cmd("HGETALL");
-        get.arg(key);
-        let reply = self.store.exec(&one(key, get)).await?.pop();
-        let progress = reply.as_ref().map(progress::parse).unwrap_or_default();
-        Ok(progress::horizon(
-            now_ms(),
-            &progress,
-            self.unmatched_slack_ms,
-        ))
+        progress::read_horizon(&self.store, key, self.unmatched_slack_ms).await
     }
 
     /// Extends our lock on `lock`; an error if it is no longer ours (another

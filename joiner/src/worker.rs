@@ -381,7 +381,10 @@ impl Worker {
             events: Mutex::new(Vec::new()),
             metrics: self.metrics.clone(),
             guard: Guard::new(
-                GuardKeys::new(&self.cfg.joiner.key_prefix),
+                GuardKeys::new(
+                    &self.cfg.joiner.key_prefix,
+                    self.join.protocol.guard_namespace(),
+                ),
                 self.token.clone(),
             ),
             caught_up: Mutex::new(HashMap::new()),

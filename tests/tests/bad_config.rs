@@ -209,6 +209,12 @@ fn bad_configuration_and_arguments_fail_clearly() {
                 .needs("expected usize"),
         );
         cases.push(
+            case("unknown join protocol", b, args)
+                .file("[joiner]\nprotocol = \"redis\"\n")
+                .needs("protocol")
+                .needs("slices"),
+        );
+        cases.push(
             case("wrong type in the environment", b, args)
                 .env("ADLOG_REDIS__CLUSTER", "maybe")
                 .needs("REDIS.CLUSTER")

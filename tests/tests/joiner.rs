@@ -665,14 +665,15 @@ async fn sweeper_waits_for_a_lagging_partner_and_never_counts_a_later_join() {
         read_joined(&cfg, &ids, Duration::from_secs(1), &mut [&mut a, &mut b])
     });
     assert_exact(&m, &seen);
-    let (exposures, by_reason) = tokio::task::block_in_place(|| {
+    let u = tokio::task::block_in_place(|| {
         read_unmatched(
             &cfg,
             m.stats.exposures_unmatched,
-            m.stats.orphan_interactions,
+            m.stats.interactions_unmatched,
             &mut [&mut a, &mut b],
         )
     });
+    let (exposures, by_reason) = (&u.exposures, &u.by_reason);
     let joined_marks: BTreeSet<&str> = m
         .expected_pairs
         .iter()
@@ -719,10 +720,11 @@ async fn unmatched_events_are_emitted_after_the_window() {
     });
     assert_exact(&m, &seen);
 
-    let (want_x, want_orphans) = (m.stats.exposures_unmatched, m.stats.orphan_interactions);
-    let (exposures, by_reason) = read_unmatched(&cfg, want_x, want_orphans, &mut [&mut j]);
+    let (want_x, want_i) = (m.stats.exposures_unmatched, m.stats.interactions_unmatched);
+    let u = read_unmatched(&cfg, want_x, want_i, &mut [&mut j]);
+    let (exposures, by_reason) = (&u.exposures, &u.by_reason);
     let orphans = by_reason
-        .get(&("interaction".into(), "no_exposure".into()))
+        .get(&("interaction".into(), "no_exposure_in_window".into()))
         .copied()
         .unwrap_or(0);
     assert_eq!(
@@ -730,9 +732,22 @@ async fn unmatched_events_are_emitted_after_the_window() {
         want_x,
         "unmatched exposures (by reason: {by_reason:?})"
     );
+    // Every interaction that joins nothing (orphans, out of the window,
+    // stamped before its exposure) is reported once; the orphans among them
+    // as having no exposure in the window.
     assert_eq!(
-        orphans, want_orphans,
-        "orphan interactions (by reason: {by_reason:?})"
+        u.interactions.len() as u64,
+        want_i,
+        "unmatched interactions: loadgen's orphans {}, out of window {}, skewed {} \
+         (by reason: {by_reason:?})",
+        m.stats.orphan_interactions,
+        m.stats.out_of_window_interactions,
+        m.stats.skewed_interactions
+    );
+    assert!(
+        orphans >= m.stats.orphan_interactions,
+        "orphans {} (by reason: {by_reason:?})",
+        m.stats.orphan_interactions
     );
     // Joined exposures are never reported unmatched.
     let joined_marks: BTreeSet<&str> = m
@@ -744,22 +759,32 @@ async fn unmatched_events_are_emitted_after_the_window() {
     assert_eq!(j.term(Duration::from_secs(30)), 0);
 }
 
-/// Unmatched exposures by mark_id, and every report by (side, reason): reads
-/// the unmatched topic from the beginning until it holds `want_x` exposures
-/// and `want_orphans` orphan interactions, or `WAIT` passes (the caller
-/// asserts the counts). Checks that the joiners stay up meanwhile.
+/// What the unmatched topic held.
+struct UnmatchedSeen {
+    /// Exposures by mark_id.
+    exposures: BTreeSet<String>,
+    /// Interactions by their record (JSON line).
+    interactions: BTreeSet<String>,
+    /// Every report by (side, reason).
+    by_reason: BTreeMap<(String, String), u64>,
+}
+
+/// Reads the unmatched topic from the beginning until it holds `want_x`
+/// distinct exposures and `want_i` distinct interactions, or `WAIT` passes
+/// (the caller asserts the counts). Checks that the joiners stay up meanwhile.
 fn read_unmatched(
     cfg: &Config,
     want_x: u64,
-    want_orphans: u64,
+    want_i: u64,
     procs: &mut [&mut JoinerProc],
-) -> (BTreeSet<String>, BTreeMap<(String, String), u64>) {
+) -> UnmatchedSeen {
     let c: BaseConsumer = common::kafka::consumer_config(&cfg.kafka, "unused-manual-assign")
         .create()
         .unwrap();
     let start = Instant::now();
     let mut assigned = false;
     let mut exposures = BTreeSet::new();
+    let mut interactions = BTreeSet::new();
     let mut by_reason: BTreeMap<(String, String), u64> = BTreeMap::new();
     while start.elapsed() < WAIT {
         if !assigned {
@@ -787,22 +812,24 @@ fn read_unmatched(
             let v: serde_json::Value = serde_json::from_slice(msg.payload().unwrap()).unwrap();
             let side = v["side"].as_str().unwrap().to_string();
             let reason = v["reason"].as_str().unwrap().to_string();
+            assert_eq!(v["record"]["mark_id"], v["mark_id"]);
             if side == "exposure" {
                 exposures.insert(v["mark_id"].as_str().unwrap().to_string());
-                assert_eq!(v["record"]["mark_id"], v["mark_id"]);
+            } else {
+                interactions.insert(v["record"].to_string());
             }
             *by_reason.entry((side, reason)).or_default() += 1;
         }
-        let orphans = by_reason
-            .get(&("interaction".into(), "no_exposure".into()))
-            .copied()
-            .unwrap_or(0);
-        if exposures.len() as u64 >= want_x && orphans >= want_orphans {
+        if exposures.len() as u64 >= want_x && interactions.len() as u64 >= want_i {
             break;
         }
         for j in procs.iter_mut() {
             j.assert_running();
         }
     }
-    (exposures, by_reason)
+    UnmatchedSeen {
+        exposures,
+        interactions,
+        by_reason,
+    }
 }
