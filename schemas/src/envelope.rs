@@ -9,12 +9,13 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-
 use crate::json::{self, Obj, Scalar};
 use crate::write::Json;
 use crate::{time, ParseError};
+
+#[cfg(test)]
+mod reference;
+mod scan;
 
 /// The object a kept key holds; anything else there is a `BadField`.
 fn object<T>(text: &str, v: Option<Obj<T>>, field: &'static str) -> Result<Option<T>, ParseError> {
@@ -29,91 +30,71 @@ fn object<T>(text: &str, v: Option<Obj<T>>, field: &'static str) -> Result<Optio
     }
 }
 
-/// The kept subset of Filebeat's document. Every value is loosely typed
-/// (`Scalar`, `Obj`) so that a bare JSON log line, which may have its own
-/// `"host":"…"`, still deserializes and is then recognised as bare by its
-/// missing `message`; types are checked once we know it is an envelope.
-#[derive(Deserialize)]
+/// The kept subset of Filebeat's document, as `scan` reads it. Every value
+/// is loosely typed (`Scalar`, `Obj`) so that a bare JSON log line, which
+/// may have its own `"host":"…"`, still decodes and is then recognised as
+/// bare by its missing `message`; types are checked once we know it is an
+/// envelope. `null` is the same as absent.
+#[derive(Default)]
 struct Doc<'a> {
-    #[serde(rename = "@timestamp", borrow, default)]
+    /// `@timestamp`.
     timestamp: Option<Scalar<'a>>,
-    /// Raw, unescaped by [`json::unescape_str`] (the hot path's one big string).
-    #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// `message` when it is a string (unescaped; borrowed without escapes).
+    message: Option<Cow<'a, str>>,
     log: Option<Obj<Log<'a>>>,
-    #[serde(borrow, default)]
     host: Option<Obj<Host<'a>>>,
-    #[serde(borrow, default)]
     fields: Option<Obj<Fields<'a>>>,
     /// `fields_under_root: true` puts the custom fields at the top level.
-    #[serde(borrow, default)]
     log_type: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     idc: Option<Scalar<'a>>,
     /// 6.x: `log.file.path` and `log.offset` were top-level `source`/`offset`.
-    #[serde(borrow, default)]
     source: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     offset: Option<Scalar<'a>>,
     /// 6.x: `beat.hostname` (the OS hostname) and `beat.name` (the `name`
     /// setting, by default the hostname); 6.0–6.2 have no `host` object.
-    #[serde(borrow, default)]
     beat: Option<Obj<Beat<'a>>>,
     /// 7.x/8.x: `agent.hostname`, when a processor removed `host`.
-    #[serde(borrow, default)]
     agent: Option<Obj<Agent<'a>>>,
     /// ECS `event.original`: the untouched line, when `message` was removed
     /// (or never set, e.g. by `preserve_original_event` plus a `drop_fields`).
-    #[serde(borrow, default)]
     event: Option<Obj<Event<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Beat<'a> {
-    #[serde(borrow, default)]
     hostname: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     name: Option<Scalar<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Agent<'a> {
-    #[serde(borrow, default)]
     hostname: Option<Scalar<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Event<'a> {
-    #[serde(borrow, default)]
     original: Option<Scalar<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Log<'a> {
-    #[serde(borrow, default)]
     offset: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     file: Option<Obj<File<'a>>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct File<'a> {
-    #[serde(borrow, default)]
     path: Option<Scalar<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Host<'a> {
-    #[serde(borrow, default)]
     name: Option<Scalar<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default)]
 struct Fields<'a> {
-    #[serde(borrow, default)]
     log_type: Option<Scalar<'a>>,
-    #[serde(borrow, default)]
     idc: Option<Scalar<'a>>,
 }
 
@@ -201,17 +182,12 @@ impl<'a> Envelope<'a> {
         if !text.trim_start().starts_with('{') {
             return Ok(bare());
         }
-        let Ok(doc) = serde_json::from_str::<Doc>(text) else {
+        // Malformed JSON, or a document the serde_json decoder this replaces
+        // rejected (`scan`'s docs), is a bare line.
+        let Some(doc) = scan::doc(text) else {
             return Ok(bare());
         };
-        // A `message` that is no valid string made the document malformed
-        // JSON (bare line) when serde_json decoded it: the same here.
-        let message = match doc.message.map(|raw| json::unescape_str(raw.get())) {
-            Some(Some(Err(_))) => return Ok(bare()),
-            Some(Some(Ok(m))) => Some(m),
-            Some(None) | None => None,
-        };
-        let message = match (message, doc.event) {
+        let message = match (doc.message, doc.event) {
             (Some(m), _) => m,
             (
                 _,

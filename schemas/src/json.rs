@@ -52,7 +52,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
 /// copies that into a `String`; here the runs go straight into one `String`
 /// of the right size (and no escape at all borrows). A `\u` escape falls back
 /// to serde_json (surrogate pairs, and its rejection of lone surrogates, which
-/// skipping does not check), so the result is always serde_json's.
+/// skipping does not check), so the result is always serde_json's. (Test-only
+/// now: the envelope's reference decoder; `envelope::scan` does this while
+/// it scans.)
+#[cfg(test)]
 pub(crate) fn unescape_str(raw: &str) -> Option<Result<Cow<'_, str>, serde_json::Error>> {
     let body = raw.strip_prefix('"')?.strip_suffix('"')?;
     let bytes = body.as_bytes();
@@ -88,6 +91,7 @@ pub(crate) fn unescape_str(raw: &str) -> Option<Result<Cow<'_, str>, serde_json:
 /// The first `\\` in `b` at or after `i`, eight bytes at a time: a TSV
 /// line's escapes are a few bytes apart, where `memchr`'s setup per call
 /// costs more than the scan (route_bench: 252 fewer instructions/msg).
+#[cfg(test)]
 fn next_backslash(b: &[u8], mut i: usize) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
