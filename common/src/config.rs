@@ -199,9 +199,13 @@ pub struct IngestConfig {
     /// are spread over them, so parsing runs in parallel).
     pub consumers: usize,
     /// Rows of every owned partition gather per table; a table's block is
-    /// sent as one INSERT when its oldest row has waited flush_interval_ms
-    /// (freshness: rows are queryable about this long plus one INSERT after
-    /// Kafka has them) ...
+    /// sent as one INSERT when its oldest row was appended to Kafka
+    /// flush_age_ms ago (freshness: rows are queryable about this long plus
+    /// one INSERT after the append; 0 = off) ...
+    pub flush_age_ms: u64,
+    /// ... or when it has been open this long (what bounds a block whose
+    /// rows are already later than freshness_target_ms, i.e. a backlog, or
+    /// come from a clock ahead of ours) ...
     #[serde(alias = "batch_max_wait_ms")]
     pub flush_interval_ms: u64,
     /// ... or when it holds this many rows ...
@@ -240,7 +244,8 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             consumers: 1,
-            flush_interval_ms: 400,
+            flush_age_ms: 800,
+            flush_interval_ms: 1000,
             batch_max_rows: 100_000,
             batch_max_bytes: 16 << 20,
             max_inflight_inserts: 2,

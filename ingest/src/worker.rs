@@ -165,6 +165,8 @@ impl Worker {
             max_rows: i.batch_max_rows.max(1),
             max_bytes: i.batch_max_bytes.max(1),
             flush_interval: Duration::from_millis(i.flush_interval_ms),
+            flush_age_ms: i.flush_age_ms as i64,
+            late_ms: i.freshness_target_ms as i64,
             max_inflight: i.max_inflight_inserts.max(1),
             max_queued: i.max_pending_batches,
         }
@@ -676,7 +678,7 @@ impl Worker {
 
     /// Hands the blocks that are due (all, when `flush_all`) to the sink.
     fn flush(&self, st: &mut Loop, flush_all: bool) {
-        for mut block in st.lanes.take_ready(Instant::now(), flush_all) {
+        for mut block in st.lanes.take_ready(Instant::now(), now_ms(), flush_all) {
             let sink = self.sink.clone();
             let tx = st.done_tx.clone();
             self.rt.spawn(async move {

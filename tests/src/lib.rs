@@ -68,6 +68,7 @@ pub fn env_of(cfg: &Config) -> Vec<(String, String)> {
         ("REDIS__URL", cfg.redis.url.clone()),
         ("INGEST__BATCH_MAX_ROWS", i.batch_max_rows.to_string()),
         ("INGEST__FLUSH_INTERVAL_MS", i.flush_interval_ms.to_string()),
+        ("INGEST__FLUSH_AGE_MS", i.flush_age_ms.to_string()),
         (
             "INGEST__MAX_PENDING_BATCHES",
             i.max_pending_batches.to_string(),

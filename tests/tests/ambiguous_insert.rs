@@ -78,6 +78,7 @@ async fn insert_across_midnight_half_stored_then_unanswered_is_completed_exactly
     let mut cfg = test_config("midnight");
     cfg.kafka.partitions = 1;
     cfg.ingest.flush_interval_ms = 1_000;
+    cfg.ingest.flush_age_ms = 0;
     migrate(&cfg).unwrap();
     ingest::run::ensure_topics(&cfg, &[&cfg.topics.request, &cfg.topics.dead_letter])
         .await

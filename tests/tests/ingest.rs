@@ -331,6 +331,7 @@ async fn sigterm_writes_open_batches_commits_and_exits_0() {
     let mut cfg = test_config("ingest_sigterm");
     // Long batch wait: at SIGTERM there are open, unwritten batches.
     cfg.ingest.flush_interval_ms = 10_000;
+    cfg.ingest.flush_age_ms = 0;
     cfg.ingest.batch_max_rows = 1_000_000;
     migrate(&cfg).unwrap();
     let m = generate(&cfg, 30_000, 0).await.unwrap();

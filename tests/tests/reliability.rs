@@ -437,6 +437,7 @@ async fn rebalance(s: Scale) {
     let mut cfg = pipeline_config("rel_rebalance");
     cfg.ingest.batch_max_rows = 20_000;
     cfg.ingest.flush_interval_ms = 2_000;
+    cfg.ingest.flush_age_ms = 0;
     // One consumer per joiner process: with two, after the first joiner's two
     // members left, the dev broker (tansu) gave the remaining members their
     // partitions back only after 90 s, once not within 240 s (see
