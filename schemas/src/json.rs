@@ -14,6 +14,7 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::scan::Scan;
 use crate::{Extras, ParseError};
 
 /// A string that borrows from the input unless it had escapes. (serde's own
@@ -356,8 +357,56 @@ impl<'de, const N: usize> Visitor<'de> for SlotsSeed<N> {
 }
 
 /// Reads one JSON object (and nothing after it but whitespace) into slots
-/// for `names`.
+/// for `names`: by the one-pass scanner (`crate::scan`), or, when it is not
+/// sure serde_json would read the text the same way (malformed JSON, say),
+/// by serde_json, whose error is the one reported.
 pub(crate) fn parse_slots<'a, const N: usize>(
+    text: &'a str,
+    names: &'static [&'static str; N],
+) -> Result<Slots<'a, N>, ParseError> {
+    match scan_slots(text, names) {
+        Some(slots) => Ok(slots),
+        None => parse_slots_serde(text, names),
+    }
+}
+
+/// [`parse_slots`] by the scanner: the same slots as serde_json's, or `None`.
+fn scan_slots<'a, const N: usize>(
+    text: &'a str,
+    names: &'static [&'static str; N],
+) -> Option<Slots<'a, N>> {
+    let mut s = Scan::new(text);
+    let mut slots = Slots {
+        vals: std::array::from_fn(|_| None),
+        duplicate: None,
+    };
+    s.ws();
+    s.eat(b'{').ok()?;
+    // Writers put the keys in `names` order: the key after the last one
+    // found is tried first.
+    let mut next = 0;
+    s.members(|s, key| {
+        let at = match names.get(next) {
+            Some(n) if *n == key => Some(next),
+            _ => names.iter().position(|n| *n == key),
+        };
+        let Some(i) = at else {
+            // Unknown keys are ignored so producers can add fields first.
+            return s.skip_value();
+        };
+        next = i + 1;
+        let v = s.jval()?;
+        if slots.vals[i].replace(v).is_some() {
+            slots.duplicate.get_or_insert(i);
+        }
+        Ok(())
+    })
+    .ok()?;
+    s.at_end().then_some(slots)
+}
+
+/// [`parse_slots`] by serde_json.
+fn parse_slots_serde<'a, const N: usize>(
     text: &'a str,
     names: &'static [&'static str; N],
 ) -> Result<Slots<'a, N>, ParseError> {
@@ -457,6 +506,66 @@ mod tests {
                 }
             }
             assert_eq!(next_backslash(&[b']'; 20][..len], 0), None);
+        }
+    }
+
+    /// A JSON line of the request type's keys (and others), values of every
+    /// kind, now and then malformed.
+    fn line() -> impl Strategy<Value = String> {
+        use crate::scan::gen::{key_from, object, value, ws};
+        let val = prop_oneof![
+            3 => value(),
+            1 => prop::collection::vec((key_from(&["a", "b", "region"]), value()), 0..4).prop_map(
+                |kv| {
+                    let kv: Vec<_> = kv.into_iter().map(|(k, v)| (k, "", "", v)).collect();
+                    object(kv, 9)
+                }
+            ),
+        ];
+        (
+            prop::collection::vec((key_from(&crate::Request::FIELDS), ws(), ws(), val), 0..16),
+            0..40u8,
+            ws(),
+        )
+            .prop_map(|(members, odd, after)| format!("{}{after}", object(members, odd)))
+    }
+
+    fn slots_eq<const N: usize>(a: &Slots<'_, N>, b: &Slots<'_, N>) -> bool {
+        a.vals == b.vals && a.duplicate == b.duplicate
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// The scanner reads every line serde_json reads, to the same slots,
+        /// and takes none that serde_json rejects.
+        #[test]
+        fn scan_slots_is_serde_json(text in line()) {
+            let names = &crate::Request::FIELDS;
+            match (scan_slots(&text, names), parse_slots_serde(&text, names)) {
+                (Some(a), Ok(b)) => prop_assert!(slots_eq(&a, &b), "{}", text),
+                (None, Err(_)) => {}
+                (a, b) => prop_assert!(false, "{} scan {:?} serde {:?}", text, a.is_some(), b.is_ok()),
+            }
+        }
+
+        /// Cut anywhere: the same.
+        #[test]
+        fn scan_slots_is_serde_json_on_truncated_lines(
+            text in line(),
+            at in any::<prop::sample::Index>(),
+        ) {
+            let names = &crate::Request::FIELDS;
+            let mut i = at.index(text.len() + 1);
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            let text = &text[..i];
+            match (scan_slots(text, names), parse_slots_serde(text, names)) {
+                (Some(a), Ok(b)) => prop_assert!(slots_eq(&a, &b), "{}", text),
+                (None, Err(_)) => {}
+                (a, b) => prop_assert!(false, "{} scan {:?} serde {:?}", text, a.is_some(), b.is_ok()),
+            }
         }
     }
 

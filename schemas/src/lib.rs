@@ -19,6 +19,7 @@ pub mod joined;
 mod json;
 mod owned;
 pub mod request;
+mod scan;
 pub mod time;
 pub mod tsv;
 mod write;
