@@ -83,7 +83,16 @@ def metric_sum(text, name):
 
 
 def count_sql(db, tables):
-    return "SELECT " + " + ".join(f"(SELECT count() FROM {db}.{t})" for t in tables)
+    """Rows of `tables` that a query sees now: the rows of their active parts.
+
+    Exactly count() (a part becomes active when its INSERT or merge commits,
+    which is when SELECTs see it), but read from metadata: on 18.16 count()
+    reads a column of every part, which at 10 polls/s over a million rows cost
+    ~6 ms of server CPU per poll (~2.6 CPU-s per M events at 20 k/s, charged
+    to the system under test); this costs ~0.3 ms."""
+    names = ",".join(f"'{t}'" for t in tables)
+    return (f"SELECT sum(rows) FROM system.parts WHERE database = '{db}' "
+            f"AND table IN ({names}) AND active")
 
 
 # ------------------------------------------------------------------- watch ---

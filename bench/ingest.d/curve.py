@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The freshness curve of bench/ingest (standard library only).
 
-  poll    the outside reader: polls count() of the tables every --interval
+  poll    the outside reader: polls the tables' row count (active parts'
+          rows: what count() sees, from metadata) every --interval
           seconds until --expect rows are there, then reads every stored row's
           Kafka timestamp and says how long after it the row was queryable
   run     one point's JSON from the poll result, the worker's /metrics dump
@@ -157,7 +158,7 @@ def cmd_report(a):
     s = lambda v: f"{v:.2f}"  # noqa: E731
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     one = lambda v: f"{v:.1f}"  # noqa: E731
-    print("Freshness curve: median of the runs [min-max]; 'outside' = a reader polling count() "
+    print("Freshness curve: median of the runs [min-max]; 'outside' = a reader polling the row count "
           f"every {runs[0]['outside']['interval_s'] if runs else 0.1:.1f} s (resolution about "
           "+-0.1 s), 'own' = the worker's histogram (buckets 10 ms to 100 ms, 50 ms to 1 s, "
           "250 ms to 3 s)")
