@@ -9,6 +9,7 @@
 //! [`rebuild`] (Redis losing state: detection, and the window re-read from
 //! Kafka), [`metrics`].
 
+pub mod align;
 pub mod join;
 pub mod metrics;
 pub mod output;
@@ -218,6 +219,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
     ));
 
     let mut threads = Vec::new();
+    let frontier = Arc::new(align::Frontier::default());
     for id in 0..cfg.joiner.consumers.max(1) {
         let w = worker::Worker {
             cfg: cfg.clone(),
@@ -230,6 +232,7 @@ pub fn run(cfg: Config, opts: Options, shutdown: Shutdown) -> anyhow::Result<()>
             shutdown_at: shutdown.at.clone(),
             rt: rt.handle().clone(),
             token: format!("{token}-{id}"),
+            frontier: frontier.clone(),
         };
         threads.push(
             std::thread::Builder::new()

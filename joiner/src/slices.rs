@@ -35,9 +35,11 @@
 //!   while a parked entry comes back, `HGET h(s) P(m,k+1)` next round. Every
 //!   parked interaction within the window is joined.
 //! * interaction `i` (slice `s`): `HGET h(s) F(m)`. Found: joined (or out of
-//!   the window). Not found: for each of `s` and `s − 1`, `HSETNX h P(m,k) i`,
-//!   `HGET h P(m,k)`, `HGET h F(m)` (k = 0 first; if `P(m,k)` holds another
-//!   interaction, k + 1 next round). Found on any read: joined.
+//!   the window). Not found: for each of `s` and `s − 1`, `HSETNX h P(m,k) i`
+//!   then `HGET h F(m)` (k = 0 first). `HSETNX` answering 0 (`P(m,k)` was
+//!   taken) is followed next round by `HGET h P(m,k)`: this interaction's own
+//!   entry (a replay) is its park; another interaction's means k + 1 next
+//!   round (`HSETNX` + `HGET F(m)` again). Found on any read: joined.
 //! * a first join sets the exposure's *joined* flag (`HSET` of the state with
 //!   flag `'1'`) for the sweeper.
 //!
@@ -45,14 +47,19 @@
 //! time, and one connection's commands in the order sent; both sides' keys are
 //! in one slot, so on one node and, per joiner, one connection. Take the
 //! exposure's write `Ew` (its `HSETNX`) and read chain `Er0, Er1, …`, and the
-//! interaction's last park write `Iw` into the exposure's slice, followed on the
-//! same connection by its read `Ir` of `F(m)`. If `Ir` runs after `Ew`, the
-//! interaction sees the exposure. Otherwise `Ir` — and so `Iw` — ran before
-//! `Ew`, hence before every `Er`: the chain reads `P(m,0), P(m,1), …` and
-//! entries are never removed while the slice lives, so each `P(m,j)` with
-//! `j < k` (which existed when the interaction probed it, before `Iw`) is
-//! found and the chain reaches `P(m,k)`, which holds the interaction. Both may
-//! see each other; the joined id is deterministic, so the two copies collapse
+//! interaction's park into the exposure's slice: the write `Iw` that put its
+//! entry at `P(m,k)` (its `HSETNX` answering 1, in this run or, for a replay,
+//! an earlier one), and a read `Ir` of `F(m)` that followed `Iw` on the same
+//! connection (the one pipelined right after that `HSETNX`, or after the
+//! `HSETNX` that found the entry already its own: either runs after `Iw`).
+//! If `Ir` runs after `Ew`, the interaction sees the exposure. Otherwise
+//! `Ir` — and so `Iw` — ran before `Ew`, hence before every `Er`: the chain
+//! reads `P(m,0), P(m,1), …` and entries are never removed while the slice
+//! lives, so each `P(m,j)` with `j < k` (which existed when the interaction's
+//! `HSETNX` on it answered 0, before `Iw`) is found and the chain reaches
+//! `P(m,k)`, which holds the interaction. The `HGET P(m,k)` that tells a
+//! taken field's owner is a read only: it plays no part in the argument.
+//! Both may see each other; the joined id is deterministic, so the two copies collapse
 //! (within a batch the joiner drops the second; across batches `ods_joined`
 //! collapses by joined_id). An interaction's first, write-less `HGET` only
 //! saves the park writes when the exposure is already there.
@@ -245,6 +252,9 @@ enum Step {
     IRead,
     /// Interaction: park at field k of the slice, then read the exposure there.
     Park(i64, u8),
+    /// Interaction: field k of the slice was taken (`HSETNX` 0): read it, to
+    /// tell a replay of this interaction (its own entry) from another one.
+    ParkCheck(i64, u8),
 }
 
 /// Per-event progress across rounds.
@@ -345,9 +355,6 @@ impl SliceJoin {
                         let mut c = redis::cmd("HSETNX");
                         c.arg(&key).arg(&field[..]).arg(&encoded[*n][..]);
                         cmds.push(key.as_bytes(), c);
-                        let mut c = redis::cmd("HGET");
-                        c.arg(&key).arg(&field[..]);
-                        cmds.push(key.as_bytes(), c);
                         field.clear();
                         exposure_field(m, &mut field);
                         let mut c = redis::cmd("HGET");
@@ -357,6 +364,14 @@ impl SliceJoin {
                             written.push((REG_INTERACTIONS, *s));
                         }
                         written.push((REG_ANY, *s));
+                    }
+                    (Step::ParkCheck(s, k), Event::Interaction(_)) => {
+                        let key = self.layout.hash(b, *s);
+                        field.clear();
+                        park_field(m, *k, &mut field);
+                        let mut c = redis::cmd("HGET");
+                        c.arg(&key).arg(&field[..]);
+                        cmds.push(key.as_bytes(), c);
                     }
                     _ => unreachable!("step of the other side"),
                 }
@@ -442,18 +457,14 @@ impl SliceJoin {
                     }
                     (Step::Park(s, k), Event::Interaction(i)) => {
                         let set = take();
-                        let now = take();
                         let x = take();
-                        let mine = matches!(set, Value::Int(1))
-                            || bulk(now).is_some_and(|b| b == encoded[n].as_slice());
-                        if mine {
+                        if matches!(set, Value::Int(1)) {
                             if s == self.layout.slice_of(i.ts_ms) {
                                 progress[n].parked_home = true;
                             }
-                        } else if usize::from(k) + 1 < self.max_parked {
-                            next.push((n, Step::Park(s, k + 1)));
-                        } else if s == self.layout.slice_of(i.ts_ms) {
-                            metrics.park_overflow.inc();
+                        } else {
+                            // Taken: by this interaction (a replay) or another.
+                            next.push((n, Step::ParkCheck(s, k)));
                         }
                         if let Some(st) = bulk(x) {
                             if !progress[n].found {
@@ -463,12 +474,25 @@ impl SliceJoin {
                             }
                         }
                     }
+                    (Step::ParkCheck(s, k), Event::Interaction(i)) => {
+                        if bulk(take()).is_some_and(|b| b == encoded[n].as_slice()) {
+                            if s == self.layout.slice_of(i.ts_ms) {
+                                progress[n].parked_home = true;
+                            }
+                        } else if usize::from(k) + 1 < self.max_parked {
+                            next.push((n, Step::Park(s, k + 1)));
+                        } else if s == self.layout.slice_of(i.ts_ms) {
+                            metrics.park_overflow.inc();
+                        }
+                    }
                     _ => unreachable!("step of the other side"),
                 }
             }
             // An interaction that joined its exposure stops parking; one still
             // parking keeps reading after each write (the next round's steps).
-            next.retain(|(n, step)| !(matches!(step, Step::Park(..)) && progress[*n].joined));
+            next.retain(|(n, step)| {
+                !(matches!(step, Step::Park(..) | Step::ParkCheck(..)) && progress[*n].joined)
+            });
             for (n, p) in progress.iter_mut().enumerate() {
                 if p.parked_home && matches!(events[n], Event::Interaction(_)) {
                     p.parked_home = false;

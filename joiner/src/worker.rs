@@ -40,6 +40,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
+use crate::align;
 use crate::join::{Event, JoinParams};
 use crate::metrics::Metrics;
 use crate::output::{OutRecord, Output};
@@ -223,6 +224,26 @@ impl ConsumerContext for Ctx {
     }
 }
 
+/// The partition's high watermark as last seen in a fetch response
+/// (librdkafka's cache: no request), if known.
+fn cached_high_watermark(consumer: &BaseConsumer<Ctx>, tp: &Tp) -> Option<i64> {
+    let topic = std::ffi::CString::new(&*tp.0).ok()?;
+    let (mut lo, mut hi) = (-1i64, -1i64);
+    // SAFETY: a live client handle, a NUL-terminated topic name and two
+    // out-pointers valid for the call; librdkafka only reads its cache.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.1,
+            &mut lo,
+            &mut hi,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && hi >= 0)
+        .then_some(hi)
+}
+
 /// Commits the acknowledged offsets not yet committed (of `only`, if given).
 fn commit_acked(
     consumer: &BaseConsumer<Ctx>,
@@ -364,6 +385,8 @@ pub struct Worker {
     pub rt: Handle,
     /// Names this thread's Redis-loss guard sequence (unique per process and thread).
     pub token: String,
+    /// The process's exposure read positions (catch-up alignment, [`crate::align`]).
+    pub frontier: Arc<align::Frontier>,
 }
 
 /// What the batch task reports.
@@ -393,6 +416,10 @@ impl Worker {
         let mut cc = common::kafka::consumer_config(&self.cfg.kafka, &self.cfg.kafka.joiner_group);
         cc.set("statistics.interval.ms", "5000")
             .set("queued.max.messages.kbytes", "16384")
+            // Smaller fetch chunks per partition (default 1 MiB): partitions
+            // and the two topics interleave finely, so that catch-up
+            // alignment ([`crate::align`]) pauses at a fine grain.
+            .set("max.partition.fetch.bytes", "131072")
             .set("client.id", format!("adlog-joiner-{}", self.id))
             // librdkafka's default (5 min) is how long a subscription to a
             // topic created after the worker started goes unnoticed.
@@ -424,6 +451,7 @@ impl Worker {
         let mut last_commit = Instant::now();
         let mut last_guard = Instant::now();
         let mut watch = common::kafka::StuckGroupWatch::for_config(&self.cfg.kafka);
+        let mut align = align::Local::default();
 
         while !self.shutdown.load(Ordering::Acquire) {
             if collecting.messages < batch_max {
@@ -435,16 +463,35 @@ impl Worker {
                         .min(Duration::from_millis(100))
                 };
                 match consumer.poll(wait) {
-                    Some(Ok(msg)) => self.take(&msg, &shared, &mut collecting, &mut next_offset),
+                    Some(Ok(msg)) => {
+                        self.take(&msg, &shared, &mut collecting, &mut next_offset);
+                        if let Some(ts) = msg.timestamp().to_millis() {
+                            let exposure = msg.topic() == self.cfg.topics.exposure;
+                            align.saw((Arc::from(msg.topic()), msg.partition()), ts, exposure);
+                        }
+                    }
                     Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
                     None => {}
                 }
             }
-            self.apply_rebalances(&consumer, &shared, &mut collecting, &mut next_offset);
+            let (_, changed) =
+                self.apply_rebalances(&consumer, &shared, &mut collecting, &mut next_offset);
+            for tp in changed {
+                align.forget(&tp, &self.frontier);
+                if *tp.0 == *self.cfg.topics.exposure
+                    && shared.owned.lock().expect("owned lock").contains_key(&tp)
+                {
+                    self.frontier.assigned(&tp, Instant::now());
+                }
+            }
+            if align.last_tick.elapsed() >= align::TICK {
+                self.align(&consumer, &mut align, &next_offset);
+            }
 
             if let Some(rx) = inflight.as_mut() {
                 if let Ok(done) = rx.try_recv() {
                     inflight = None;
+                    align.batch_done(done.ok);
                     self.finished(&consumer, &shared, done);
                     last_commit = Instant::now();
                 }
@@ -455,13 +502,18 @@ impl Worker {
                 if let Some(rx) = inflight.take() {
                     // The next batch is ready but the previous one is still
                     // running: wait for it (pausing consumption if it stalls).
-                    let done = self.wait_stalled(
+                    let (done, stalled) = self.wait_stalled(
                         &consumer,
                         &shared,
                         rx,
                         &mut collecting,
                         &mut next_offset,
                     );
+                    if stalled {
+                        // The whole assignment was resumed.
+                        align.paused.clear();
+                    }
+                    align.batch_done(done.ok);
                     self.finished(&consumer, &shared, done);
                 }
                 if self.shutdown.load(Ordering::Acquire) {
@@ -470,6 +522,7 @@ impl Worker {
                 if collecting.messages > 0 {
                     let batch = std::mem::replace(&mut collecting, Batch::new());
                     let sealed = batch.seal(&shared.caught_up_owned());
+                    align.sealed();
                     inflight = Some(self.spawn_batch(sealed, &shared, &cfg));
                     last_guard = Instant::now();
                 } else {
@@ -581,16 +634,18 @@ impl Worker {
     /// revoked while paused (a broker frozen past the session timeout) came
     /// back paused and was never fetched again: the joiner stopped joining
     /// (the kafka_broker_frozen_exact scenario). A stall still in progress
-    /// pauses the new assignment again. True when partitions were assigned.
+    /// pauses the new assignment again. Returns whether partitions were
+    /// assigned, and every partition revoked or assigned.
     fn apply_rebalances(
         &self,
         consumer: &BaseConsumer<Ctx>,
         shared: &Shared,
         collecting: &mut Batch,
         next_offset: &mut HashMap<Tp, i64>,
-    ) -> bool {
+    ) -> (bool, Vec<Tp>) {
         let events = std::mem::take(&mut *shared.events.lock().expect("events lock"));
         let mut assigned = false;
+        let mut changed = Vec::new();
         for ev in events {
             let tps = match ev {
                 Rebal::Revoked(tps) => {
@@ -613,13 +668,15 @@ impl Worker {
             for tp in &tps {
                 next_offset.remove(tp);
             }
+            changed.extend(tps);
         }
-        assigned
+        (assigned, changed)
     }
 
     /// Waits for the batch in flight; after [`STALL_AFTER`] pauses the
     /// assignment and keeps polling until it is done (on shutdown the batch
-    /// task gives up after the grace period).
+    /// task gives up after the grace period). True with it when it stalled
+    /// (the whole assignment was paused, and is resumed now).
     fn wait_stalled(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -627,13 +684,13 @@ impl Worker {
         mut rx: oneshot::Receiver<Done>,
         collecting: &mut Batch,
         next_offset: &mut HashMap<Tp, i64>,
-    ) -> Done {
+    ) -> (Done, bool) {
         let quick = self
             .rt
             .block_on(async { tokio::time::timeout(STALL_AFTER, &mut rx).await });
         match quick {
-            Ok(Ok(done)) => return done,
-            Ok(Err(_)) => return Done { ok: false },
+            Ok(Ok(done)) => return (done, false),
+            Ok(Err(_)) => return (Done { ok: false }, false),
             Err(_) => {}
         }
         warn!(
@@ -656,7 +713,10 @@ impl Worker {
             // The rebalance callbacks run inside poll(): whether one assigned
             // partitions is known from the events applied, not from a
             // generation read after the poll.
-            if self.apply_rebalances(consumer, shared, collecting, next_offset) {
+            if self
+                .apply_rebalances(consumer, shared, collecting, next_offset)
+                .0
+            {
                 paused = self.pause_all(consumer);
             }
         };
@@ -673,7 +733,79 @@ impl Worker {
             ok = done.ok,
             "batch in flight done: consumption resumed"
         );
-        done
+        (done, true)
+    }
+
+    /// Catch-up alignment ([`crate::align`]): publishes this thread's
+    /// exposure partitions' positions and pauses (resumes) its interaction
+    /// partitions that are ahead of (back behind) the exposure frontier.
+    fn align(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        align: &mut align::Local,
+        next_offset: &HashMap<Tp, i64>,
+    ) {
+        let now = Instant::now();
+        align.last_tick = now;
+        for (tp, (ts, at, exposure)) in &align.last {
+            if !*exposure {
+                continue;
+            }
+            let behind = match (next_offset.get(tp), cached_high_watermark(consumer, tp)) {
+                (Some(next), Some(hi)) => *next < hi,
+                _ => false,
+            };
+            let written = align.written.get(tp).copied().unwrap_or(i64::MIN);
+            // Taken into a batch not written yet: behind too.
+            let behind = behind || written < *ts;
+            self.frontier
+                .update(tp, written, *at, behind, written < *ts);
+        }
+        let frontier = self.frontier.get(now);
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        for (tp, (ts, _, exposure)) in &align.last {
+            if *exposure {
+                continue;
+            }
+            match align::decide(align.paused.contains(tp), *ts, frontier) {
+                Some(true) => {
+                    let _ = pause.add_partition(&tp.0, tp.1);
+                }
+                Some(false) => {
+                    let _ = resume.add_partition(&tp.0, tp.1);
+                }
+                None => {}
+            }
+        }
+        if pause.count() > 0 || resume.count() > 0 {
+            debug!(
+                frontier = ?frontier,
+                pause = pause.count(),
+                resume = resume.count(),
+                "catch-up alignment"
+            );
+        }
+        if pause.count() > 0 {
+            match consumer.pause(&pause) {
+                Ok(()) => {
+                    for e in pause.elements() {
+                        align.paused.insert((Arc::from(e.topic()), e.partition()));
+                    }
+                }
+                Err(e) => debug!(error = %e, "pausing for catch-up alignment failed"),
+            }
+        }
+        if resume.count() > 0 {
+            match consumer.resume(&resume) {
+                Ok(()) => {
+                    for e in resume.elements() {
+                        align.paused.remove(&(Arc::from(e.topic()), e.partition()));
+                    }
+                }
+                Err(e) => debug!(error = %e, "resuming after catch-up alignment failed"),
+            }
+        }
     }
 
     fn pause_all(&self, consumer: &BaseConsumer<Ctx>) -> TopicPartitionList {
