@@ -51,6 +51,9 @@ ADLOG_PIP_PACKAGES=(
 )
 
 ADLOG_PYTHON=${ADLOG_PYTHON:-python3}
+# The benchmarks' plots (bench/capacity, bench/ingest --curve): installed by
+# adlog_pip_ensure when a benchmark runs, not by dev/stack.
+ADLOG_MATPLOTLIB=matplotlib==3.11.2
 
 # ------------------------------------------------------------------ output ---
 adlog_info() { printf '%s\n' "$*"; }
@@ -255,6 +258,21 @@ for req in sys.argv[1:]:
     if have is None or (want and have != want):
         print(req)
 EOF
+}
+
+# Install the pip requirements given (name==version) into $ADLOG_PYTHON if
+# they are not there (what a benchmark's plot needs, e.g. matplotlib).
+#   adlog_pip_ensure matplotlib==3.11.2
+adlog_pip_ensure() {
+  local -a missing pip_args=(--quiet --disable-pip-version-check --no-input)
+  mapfile -t missing < <(ADLOG_PIP_PACKAGES=("$@") && adlog_missing_pip)
+  ((${#missing[@]})) || return 0
+  adlog_info "pip install ${missing[*]}"
+  # Debian's own python3 refuses pip outside a venv unless told.
+  "$ADLOG_PYTHON" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) and sys.prefix == sys.base_prefix else 1)' &&
+    pip_args+=(--break-system-packages)
+  PIP_ROOT_USER_ACTION=ignore "$ADLOG_PYTHON" -m pip install "${pip_args[@]}" "${missing[@]}" >&2 ||
+    adlog_die "pip install ${missing[*]} failed"
 }
 
 # Fill apt_missing and pip_missing (arrays of the caller, adlog_install).

@@ -198,6 +198,54 @@ def cmd_report(a):
             print(f"  {rate:>7}/s  " + "   ".join(cells))
     if a.json:
         json.dump({"runs": runs}, open(a.json, "w"), indent=1)
+    if a.png:
+        plot(points, a.png)
+
+
+def plot(points, path):
+    """freshness p50/p99/p99.9 (outside) and CPU per event against the rate."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401 (matplotlib.ticker below)
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = {"adlog": "tab:blue", "baseline": "tab:orange"}
+    for system in sorted({s for s, _ in points}):
+        rates = sorted(r for s, r in points if s == system)
+        col = colors.get(system, None)
+
+        def med(key, sub="outside"):
+            return [statistics.median([x[sub][key] for x in points[(system, r)]
+                                       if (x.get(sub) or {}).get(key) is not None] or [float("nan")])
+                    for r in rates]
+
+        for q, style in (("p50_s", "-"), ("p99_s", "--"), ("p999_s", ":")):
+            lat.plot(rates, med(q), style, marker="o", color=col,
+                     label=f"{system} {q[:-2].replace('p999', 'p99.9')}")
+        p99 = [[x["outside"]["p99_s"] for x in points[(system, r)]] for r in rates]
+        lat.fill_between(rates, [min(v) for v in p99], [max(v) for v in p99], color=col, alpha=0.15)
+        cpu.plot(rates, [statistics.median([x["server_cpu_s_per_m"] for x in points[(system, r)]])
+                         for r in rates], "-", marker="o", color=col, label=f"{system} server (ClickHouse)")
+        cpu.plot(rates, [statistics.median([x["worker_cpu_s_per_m"] for x in points[(system, r)]])
+                         for r in rates], "--", marker="s", color=col, label=f"{system} worker")
+    lat.axhline(2.0, color="gray", linestyle=":", linewidth=1)
+    lat.text(lat.get_xlim()[0], 2.05, " 2 s target", color="gray", va="bottom")
+    lat.set_yscale("log")
+    lat.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    lat.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    lat.set_xlabel("steady rate (events/s)")
+    lat.set_ylabel("Kafka append → queryable (s), outside reader")
+    lat.set_title("Freshness (median of runs; band = p99 min–max)")
+    lat.legend(fontsize=7, ncol=2)
+    cpu.set_xlabel("steady rate (events/s)")
+    cpu.set_ylabel("CPU-s per M events")
+    cpu.set_title("CPU per event")
+    cpu.set_ylim(bottom=0)
+    cpu.legend(fontsize=7)
+    for ax in (lat, cpu):
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main():
@@ -231,6 +279,7 @@ def main():
     p = sub.add_parser("report")
     p.add_argument("--dir", required=True)
     p.add_argument("--json")
+    p.add_argument("--png", help="also plot the curve into this PNG (needs matplotlib)")
     p.set_defaults(fn=cmd_report)
     a = ap.parse_args()
     a.fn(a)
