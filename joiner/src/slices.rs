@@ -24,7 +24,9 @@
 //! `m-<16 hex>` mark_ids) and value (~45 bytes) plus ~4 bytes of headers, as
 //! long as a hash stays within `hash-max-listpack-entries` (128) and values
 //! within `hash-max-listpack-value` (64). Size `state_buckets` so that a slice
-//! holds at most ~100 exposures per bucket.
+//! holds at most ~100 exposures per bucket; fewer is cheaper on Redis CPU
+//! (every listpack command scans the hash; `HSETNX` also grows it) for a few
+//! bytes more per exposure (joiner/README.md has the measurement).
 //!
 //! Nothing has a TTL: the sweeper drops a slice's hashes whole once it is
 //! final (no write for window + slack) and swept (see [`crate::slice_sweeper`]).
