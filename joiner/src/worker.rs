@@ -464,10 +464,10 @@ impl Worker {
                 };
                 match consumer.poll(wait) {
                     Some(Ok(msg)) => {
-                        self.take(&msg, &shared, &mut collecting, &mut next_offset);
-                        if let Some(ts) = msg.timestamp().to_millis() {
-                            let exposure = msg.topic() == self.cfg.topics.exposure;
-                            align.saw((Arc::from(msg.topic()), msg.partition()), ts, exposure);
+                        let taken = self.take(&msg, &shared, &mut collecting, &mut next_offset);
+                        if let (Some(tp), Some(ts)) = (taken, msg.timestamp().to_millis()) {
+                            let exposure = *tp.0 == *self.cfg.topics.exposure;
+                            align.saw(tp, ts, exposure);
                         }
                     }
                     Some(Err(e)) => warn!(error = %e, "Kafka consumer error"),
@@ -572,14 +572,15 @@ impl Worker {
         }
     }
 
-    /// Parses one message into the collecting batch.
+    /// Parses one message into the collecting batch; returns its partition
+    /// when it was taken (owned, not a redelivery of an offset already taken).
     fn take(
         &self,
         msg: &BorrowedMessage<'_>,
         shared: &Shared,
         batch: &mut Batch,
         next_offset: &mut HashMap<Tp, i64>,
-    ) {
+    ) -> Option<Tp> {
         let tp: Tp = (Arc::from(msg.topic()), msg.partition());
         let Some(gen) = shared.owned.lock().expect("owned lock").get(&tp).copied() else {
             debug!(
@@ -587,18 +588,18 @@ impl Worker {
                 partition = msg.partition(),
                 "message of a partition not owned; ignored"
             );
-            return;
+            return None;
         };
         let offset = msg.offset();
         if offset < next_offset.get(&tp).copied().unwrap_or(-1) {
-            return;
+            return None;
         }
         next_offset.insert(tp.clone(), offset + 1);
         if batch.messages == 0 {
             batch.started = Instant::now();
         }
         batch.messages += 1;
-        let part = batch.parts.entry(tp).or_insert_with(|| PartBatch {
+        let part = batch.parts.entry(tp.clone()).or_insert_with(|| PartBatch {
             events: Vec::new(),
             messages: 0,
             first: offset,
@@ -625,6 +626,7 @@ impl Worker {
                     .inc();
             }
         }
+        Some(tp)
     }
 
     /// Applies the rebalances the callbacks queued. Every newly assigned
@@ -706,7 +708,9 @@ impl Worker {
                 Err(oneshot::error::TryRecvError::Empty) => {}
             }
             match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(msg)) => self.take(&msg, shared, collecting, next_offset),
+                Some(Ok(msg)) => {
+                    self.take(&msg, shared, collecting, next_offset);
+                }
                 Some(Err(e)) => debug!(error = %e, "Kafka consumer error while paused"),
                 None => {}
             }
